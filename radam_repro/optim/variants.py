@@ -1,0 +1,154 @@
+"""The paper's optimizer variants as thin classes over :class:`AdamFamily`.
+
+Adam-vanilla, Adam-eps (eps = 1e-4) and Adam-warmup are :class:`Adam` with other settings
+(warmup is a schedule, see :mod:`radam_repro.optim.schedules`); the untuned warmups of
+Ma & Yarats (2019) are schedules too.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from radam_repro.optim.adam_family import AdamFamily
+from radam_repro.optim.rectification import hilton_multiplier, rectification
+
+
+class Adam(AdamFamily):
+    r"""Adam (Kingma & Ba, 2015; Liu et al. Alg. 1) with decoupled weight decay by default.
+
+    .. math::
+        m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t,\quad v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2,\\
+        \theta_t = \theta_{t-1}(1 - \alpha\lambda) - \alpha \frac{\sqrt{1-\beta_2^t}}{1-\beta_1^t}\,
+        \frac{m_t}{\sqrt{v_t}+\epsilon}
+
+    (``eps_placement="sqrt_v"``, as fairseq's Adam used for the paper's NMT baselines) or
+    :math:`\alpha\,\hat m_t/(\sqrt{\hat v_t}+\epsilon)` (``"sqrt_vhat"``, torch.optim.Adam/AdamW).
+    ``decoupled_weight_decay=False`` adds :math:`\lambda\theta` to the gradient (L2) instead.
+    """
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        decoupled_weight_decay: bool = True,
+        eps_placement: str = "sqrt_v",
+    ) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, decoupled_weight_decay, eps_placement)
+
+
+class Adam2k(AdamFamily):
+    r"""Adam-2k (Liu et al. Sec. 3.2; fairseq ``--adam-freeze``): for :math:`t \le K` only
+    :math:`v_t = \beta_2 v_{t-1} + (1-\beta_2)g_t^2` is updated — :math:`m`, :math:`\theta` and
+    weight decay stay frozen — while the step counter keeps counting; then plain :class:`Adam`
+    (whose bias corrections therefore use :math:`t > K`).
+    """
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        decoupled_weight_decay: bool = True,
+        eps_placement: str = "sqrt_v",
+        freeze_steps: int = 2000,
+    ) -> None:
+        super().__init__(
+            params, lr, betas, eps, weight_decay, decoupled_weight_decay, eps_placement, freeze_steps=freeze_steps
+        )
+
+    def validate_group(self, group: dict[str, Any]) -> None:
+        super().validate_group(group)
+        if not isinstance(group["freeze_steps"], int) or group["freeze_steps"] < 0:
+            raise ValueError(f"invalid freeze_steps={group['freeze_steps']!r}: must be an integer >= 0")
+
+    def rule(self, group: dict[str, Any], step: int) -> tuple[str, float]:
+        return ("freeze", 0.0) if step <= group["freeze_steps"] else ("adaptive", 1.0)
+
+
+class RAdam(AdamFamily):
+    r"""Rectified Adam (Liu et al. Alg. 2).
+
+    With :math:`\rho_\infty = 2/(1-\beta_2) - 1` and
+    :math:`\rho_t = \rho_\infty - 2t\beta_2^t/(1-\beta_2^t)` (eqs. 4-5): if
+    :math:`\rho_t > \text{threshold}` the Adam step is multiplied by the rectification term (eq. 6)
+
+    .. math::
+        r_t = \sqrt{\frac{(\rho_t-4)(\rho_t-2)\rho_\infty}{(\rho_\infty-4)(\rho_\infty-2)\rho_t}},
+
+    otherwise the step is the un-adapted, bias-corrected SGD-momentum step
+    :math:`\theta \leftarrow \theta - \alpha\,\hat m_t` (``degenerated_to_sgd=True``, the paper and
+    torch.optim.RAdam) or no step at all (``False``, the official library's default since 2021;
+    weight decay is then skipped too). ``threshold`` is 5 in the official code and torch, 4 in the
+    paper's Alg. 2. Weight decay is decoupled (:math:`\theta \leftarrow \theta - \alpha\lambda\theta`)
+    unless ``decoupled_weight_decay=False`` (L2).
+    """
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        threshold: float = 5.0,
+        degenerated_to_sgd: bool = True,
+        decoupled_weight_decay: bool = True,
+        eps_placement: str = "sqrt_v",
+    ) -> None:
+        super().__init__(
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            decoupled_weight_decay,
+            eps_placement,
+            threshold=threshold,
+            degenerated_to_sgd=degenerated_to_sgd,
+        )
+
+    def validate_group(self, group: dict[str, Any]) -> None:
+        super().validate_group(group)
+        threshold = group["threshold"]
+        if not isinstance(threshold, (int, float)) or threshold < 4:
+            raise ValueError(
+                f"invalid threshold={threshold!r}: must be >= 4 (r_t is undefined for rho_t <= 4; "
+                "4 is the paper's Alg. 2, 5 the official code and torch)"
+            )
+
+    def rule(self, group: dict[str, Any], step: int) -> tuple[str, float]:
+        r_t = rectification(group["betas"][1], step, group["threshold"])
+        if r_t is not None:
+            return "adaptive", r_t
+        return ("sgd", 1.0) if group["degenerated_to_sgd"] else ("skip", 0.0)
+
+
+class SimplifiedRAdam(AdamFamily):
+    r"""Simplified RAdam (J. Hilton, 2019): Adam with its step multiplied by
+
+    .. math:: c_t = \sqrt{2/(1+\beta_2^t) - 1} = \sqrt{(1-\beta_2^t)/(1+\beta_2^t)},
+
+    RAdam's large-:math:`\rho` limit :math:`\sqrt{\rho_t/\rho_\infty}` with :math:`\rho_t` replaced by
+    the effective sample size of the EMA; no threshold and no SGD phase. As with RAdam's
+    :math:`r_t`, decoupled weight decay uses the un-multiplied lr.
+    """
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        decoupled_weight_decay: bool = True,
+        eps_placement: str = "sqrt_v",
+    ) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, decoupled_weight_decay, eps_placement)
+
+    def rule(self, group: dict[str, Any], step: int) -> tuple[str, float]:
+        return "adaptive", hilton_multiplier(group["betas"][1], step)

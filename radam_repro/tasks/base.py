@@ -1,0 +1,85 @@
+"""The contract between a paper task and the training loop.
+
+A task owns its model, data, loss and evaluation; the loop in ``radam_repro/train.py`` only
+sees this interface. Everything a task returns is deterministic given ``(seed, epoch, batch
+index)``, so a run resumed from a checkpoint replays exactly the batches an uninterrupted
+run would have seen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Decay:
+    """The task's learning-rate decay, in optimizer steps (composed with the optimizer's warmup).
+
+    kind: ``constant`` | ``step`` (×gamma at each milestone step) | ``linear`` (fairseq ``linear``:
+    from lr down to ``min_lr_ratio``·lr at ``total_steps``, starting after a linear warmup)
+    | ``inverse_sqrt`` (fairseq: lr·sqrt(W/k) after a warmup of W steps). ``start`` lets a
+    linear decay begin later (e.g. the last 30 % of a run).
+    """
+
+    kind: str = "constant"
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+    min_lr_ratio: float = 0.0
+    start: int | None = None  # linear: first decaying update (None: after a linear warmup, as fairseq)
+
+
+class Task:
+    """One (model, data, loss, evaluation) cell of the paper's grid.
+
+    Subclasses set ``model``, ``steps_per_epoch`` and ``total_steps`` in ``__init__`` and
+    implement :meth:`train_batches`, :meth:`loss` and :meth:`evaluate`.
+    """
+
+    name: str = "task"
+    model: nn.Module
+    steps_per_epoch: int
+    total_steps: int
+    clip_norm: float = 0.0  # 0 disables gradient-norm clipping
+    decay: Decay = Decay()
+
+    def train_batches(self, epoch: int, start: int = 0) -> Iterator[Any]:
+        """Yield the training batches of ``epoch`` (0-based), skipping the first ``start``.
+
+        Must be a pure function of (task seed, epoch, batch index): skipping ``start`` batches
+        yields exactly what a full pass would have yielded from index ``start`` on, without
+        paying for the skipped ones where possible. Batches are already on the task's device.
+        """
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The scalar loss to back-propagate and extra per-batch metrics as 0-d tensors.
+
+        ``model`` may be the task's model wrapped (DDP, torch.compile): always call it, never
+        ``self.model``, inside this method. Metrics stay on the device (no ``.item()``); the
+        loop averages them over its logging interval.
+        """
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """Validation/test metrics, keys prefixed by split, e.g. ``{"valid/loss": .., "test/acc": ..}``."""
+        raise NotImplementedError
+
+    def final_evaluation(self, model: nn.Module, run_dir: Path) -> dict[str, float]:
+        """Extra evaluation at the end of training (e.g. checkpoint averaging and beam search).
+
+        ``run_dir / "checkpoints"`` holds the kept checkpoints. Default: :meth:`evaluate`.
+        """
+        return self.evaluate(model)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Data-stream state that a checkpoint must carry besides the step (e.g. an LSTM's hidden state)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
