@@ -124,7 +124,7 @@ class MultiheadAttention(nn.Module):
                 if "k" in cache:
                     k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
                 cache["k"], cache["v"] = k, v
-                causal = causal and q.size(2) > 1
+                causal = False  # one new query attends to every cached key
         else:
             q = self._split(F.linear(query, self.in_proj_weight[:d], self.in_proj_bias[:d]))
             k, v = kv
@@ -220,14 +220,17 @@ class Transformer(nn.Module):
             self.decoder_embed = self.encoder_embed
         else:
             self.decoder_embed = scaled_embedding(cfg.tgt_vocab_size, d, pad)
-        if cfg.share_all_embeddings or cfg.share_decoder_input_output_embed:
-            self.output_weight = self.decoder_embed.weight
-        else:
-            self.output_weight = nn.Parameter(torch.empty(cfg.tgt_vocab_size, d).normal_(0.0, d**-0.5))
+        self.tied_output = cfg.share_all_embeddings or cfg.share_decoder_input_output_embed
+        if not self.tied_output:
+            self.output_projection = nn.Parameter(torch.empty(cfg.tgt_vocab_size, d).normal_(0.0, d**-0.5))
         self.encoder_layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.encoder_layers))
         self.decoder_layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.decoder_layers))
         self.encoder_norm = nn.LayerNorm(d) if cfg.pre_norm else nn.Identity()
         self.decoder_norm = nn.LayerNorm(d) if cfg.pre_norm else nn.Identity()
+
+    @property
+    def output_weight(self) -> Tensor:
+        return self.decoder_embed.weight if self.tied_output else self.output_projection
 
     def _embed(self, embedding: nn.Embedding, tokens: Tensor, offset: int = 0) -> Tensor:
         x = self.embed_scale * embedding(tokens)

@@ -1,0 +1,81 @@
+"""Structured configs: the schema Hydra validates every composed config against.
+
+``configs/config.yaml`` starts from ``_config_schema`` (stored here in Hydra's ConfigStore), so a
+typo or a wrong type (``optimizer.lr=abc``, ``trainer.max_stepz=3``) fails before any work with
+the offending key; an unknown group choice (``optimizer=radm``) fails with Hydra's list of the
+valid choices. Task configs differ per task and are validated by each task's builder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class WarmupConfig:
+    kind: str = "none"  # none | linear | exponential | untuned_linear | untuned_exponential
+    steps: int = 0  # W for linear, tau for exponential
+    init_lr: float = 0.0  # fairseq --warmup-init-lr (absolute lr at update 0)
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = MISSING  # the paper's variant name: adam, adam_warmup, adam_2k, adam_eps, radam, ...
+    algorithm: str = MISSING  # adam | adam_2k | radam | simplified_radam | sgd
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    decoupled_weight_decay: bool = True
+    eps_placement: str = "sqrt_v"  # sqrt_v (paper, fairseq, official, torch RAdam) | sqrt_vhat (torch Adam)
+    threshold: float = 5.0  # RAdam: rectify while rho_t > threshold (4 paper, 5 code)
+    degenerated_to_sgd: bool = True  # RAdam below the threshold: SGD-momentum step (True) or no step
+    freeze_steps: int = 0  # Adam-2k
+    momentum: float = 0.9  # SGD
+    nesterov: bool = False  # SGD
+    warmup: WarmupConfig = field(default_factory=WarmupConfig)
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: Optional[int] = None  # a budget that cuts any recipe short (schedules keep the recipe's length)
+    device: str = "auto"  # auto (cuda if present) | cpu | cuda | cuda:N
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with a GradScaler)
+    compile: bool = False  # torch.compile the model
+    eval_every: Optional[int] = None  # steps between evaluations; None: once per epoch
+    log_every: int = 20  # steps between logged training points
+    checkpoint_every: int = 1000  # steps between checkpoints (and one at the end)
+    keep_checkpoints: int = 1  # step checkpoints kept besides latest.pt (tasks that average need more)
+    histograms: bool = True  # log|g|, log|m|, log|v| histograms at the paper's steps
+    threads: Optional[int] = None  # torch CPU threads; None: torch's default
+    resume: bool = True  # resume from the run folder's latest checkpoint
+    progress: bool = True  # tqdm progress bar
+
+
+@dataclass
+class LoggerConfig:
+    kind: str = "local"  # local | wandb (local files are always written)
+    mode: str = "offline"  # wandb: online | offline | disabled
+    project: str = "radam_repro"
+    entity: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Config:
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    task: Any = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    seed: int = 1
+    experiment: str = "adhoc"  # names the sweep folder and the W&B group
+    data_root: str = "data"
+    run_root: str = "runs"
+
+
+def register() -> None:
+    ConfigStore.instance().store(name="_config_schema", node=Config)

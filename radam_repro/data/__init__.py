@@ -1,0 +1,1 @@
+"""Data readers for the paper's tasks, in their standard on-disk layouts."""

@@ -1,0 +1,83 @@
+"""What the paper looks at inside the optimizer, computed on the device.
+
+* Histograms of log|g|, log|m|, log|v| over all parameters (Liu et al. Fig. 2-3; the official
+  code's commented-out TensorBoard logging used log(|x| + 1e-9)) at steps
+  1, 5, 10, 25, 50, 75, 100, 150, 200 and then every 300.
+* The spread of the adaptive learning rate psi = 1 / (sqrt(v_hat) + eps) across the coordinates
+  of each parameter tensor (Sec. 3: its variance is what warmup and rectification tame).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+HISTOGRAM_STEPS = (1, 5, 10, 25, 50, 75, 100, 150, 200)
+HISTOGRAM_EVERY = 300
+LOG_FLOOR = 1e-9
+# natural-log ranges: |g|, |m| down to the 1e-9 floor; v = g^2 spans twice the exponent range
+RANGES = {"log_abs_grad": (-21.0, 5.0), "log_abs_exp_avg": (-21.0, 5.0), "log_abs_exp_avg_sq": (-21.0, 10.0)}
+BINS = 104
+
+
+def is_histogram_step(step: int) -> bool:
+    return step in HISTOGRAM_STEPS or step % HISTOGRAM_EVERY == 0
+
+
+def _histogram(tensors: list[torch.Tensor], low: float, high: float) -> dict[str, list[float]]:
+    counts = None
+    for t in tensors:
+        h = torch.histc(torch.log(t.detach().abs().float() + LOG_FLOOR).clamp_(low, high), bins=BINS, min=low, max=high)
+        counts = h if counts is None else counts + h
+    edges = torch.linspace(low, high, BINS + 1).tolist()
+    return {"edges": edges, "counts": [] if counts is None else counts.tolist()}
+
+
+def optimizer_histograms(optimizer: torch.optim.Optimizer) -> dict[str, dict[str, list[float]]]:
+    """Histograms of log|g| and, for Adam-family states, log|m| and log|v| (one host transfer each)."""
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    out = {"log_abs_grad": _histogram([p.grad for p in params], *RANGES["log_abs_grad"])}
+    states = [optimizer.state[p] for p in params if "exp_avg_sq" in optimizer.state.get(p, {})]
+    if states:
+        out["log_abs_exp_avg"] = _histogram([s["exp_avg"] for s in states], *RANGES["log_abs_exp_avg"])
+        out["log_abs_exp_avg_sq"] = _histogram([s["exp_avg_sq"] for s in states], *RANGES["log_abs_exp_avg_sq"])
+    return out
+
+
+def adaptive_lr_variance(optimizer: torch.optim.Optimizer, names: dict[torch.Tensor, str]) -> dict[str, float]:
+    """Per parameter tensor, Var over coordinates of psi = 1 / (sqrt(v_t / (1 - beta2^t)) + eps)."""
+    keys, values = [], []
+    for group in optimizer.param_groups:
+        beta2, eps = group.get("betas", (0.0, 0.999))[1], group.get("eps", 1e-8)
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            if "exp_avg_sq" not in state or p.numel() < 2:
+                continue
+            t = float(state["step"])
+            psi = 1.0 / ((state["exp_avg_sq"].float() / (1.0 - beta2**t)).sqrt() + eps)
+            keys.append(names.get(p, f"param{len(keys)}"))
+            values.append(psi.var())
+    if not values:
+        return {}
+    return dict(zip(keys, torch.stack(values).tolist()))
+
+
+def summarize_variance(per_layer: dict[str, float]) -> dict[str, float]:
+    """Scalars for curves: mean / max of the per-layer variances and their mean log10."""
+    if not per_layer:
+        return {}
+    values = [v for v in per_layer.values() if math.isfinite(v)]
+    if not values:
+        return {"adaptive_lr/var_mean": float("nan")}
+    return {
+        "adaptive_lr/var_mean": sum(values) / len(values),
+        "adaptive_lr/var_max": max(values),
+        "adaptive_lr/log10_var_mean": sum(math.log10(max(v, 1e-300)) for v in values) / len(values),
+    }
+
+
+def histogram_record(step: int, optimizer: torch.optim.Optimizer, names: dict[torch.Tensor, str]) -> dict[str, Any]:
+    """The ``histograms/step_XXXXXXX.json`` record of the run folder contract."""
+    return {"step": step, "hist": optimizer_histograms(optimizer), "adaptive_lr_var": adaptive_lr_variance(optimizer, names)}

@@ -1,0 +1,1 @@
+"""Models of the paper's tasks (imported by their tasks)."""

@@ -1,0 +1,168 @@
+"""Reading run folders (DESIGN.md's contract) robustly: a broken run is listed, never fatal.
+
+A folder is a run if it holds ``config.yaml`` or ``summary.json``; other folders are walked
+recursively (hidden ones such as Hydra's ``.hydra/`` are skipped, and a run's own subfolders are
+not searched). Status comes from ``summary.json``; without one, a run is ``incomplete``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+STATUSES = ("completed", "diverged", "failed", "running", "incomplete")
+TRAIN_LOSS_WINDOW = 10  # "train/loss" of a run: mean of its last logged training losses
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@dataclass
+class Run:
+    """One run folder: its config, summary, metric rows and what was wrong reading them."""
+
+    path: Path
+    config: dict[str, Any]
+    summary: dict[str, Any] | None
+    rows: list[dict[str, Any]]
+    status: str
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def task(self) -> str | None:
+        return (self.config.get("task") or {}).get("name")
+
+    @property
+    def variant(self) -> str | None:
+        return (self.config.get("optimizer") or {}).get("name")
+
+    @property
+    def seed(self) -> Any:
+        return self.config.get("seed")
+
+    @property
+    def step(self) -> int | None:
+        if self.summary and isinstance(self.summary.get("step"), int):
+            return self.summary["step"]
+        return max((r["step"] for r in self.rows if isinstance(r.get("step"), int)), default=None)
+
+    def final(self) -> dict[str, float]:
+        """Final metrics: the summary's ``final`` plus ``train/loss`` (mean of the last logged losses)."""
+        out = dict((self.summary or {}).get("final") or {})
+        losses = [r["loss"] for r in self.train_rows() if isinstance(r.get("loss"), (int, float))]
+        if losses and "train/loss" not in out:
+            tail = losses[-TRAIN_LOSS_WINDOW:]
+            out["train/loss"] = sum(tail) / len(tail)
+        return out
+
+    def best(self) -> dict[str, float]:
+        return dict((self.summary or {}).get("best") or {})
+
+    def train_rows(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r.get("split") == "train"]
+
+    def eval_rows(self, split: str) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r.get("split") == split]
+
+    def histograms(self) -> list[dict[str, Any]]:
+        """``histograms/step_*.json`` records sorted by step; unreadable files are skipped and noted."""
+        records = []
+        for path in sorted((self.path / "histograms").glob("step_*.json")):
+            try:
+                records.append(json.loads(path.read_text()))
+            except (OSError, json.JSONDecodeError) as e:
+                self.problems.append(f"{path.name} unreadable ({type(e).__name__})")
+        return sorted(records, key=lambda r: r.get("step", 0))
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / "config.yaml").is_file() or (path / "summary.json").is_file()
+
+
+def find_run_dirs(roots: list[Path]) -> list[Path]:
+    """Every run folder at or below ``roots`` (sorted, each once)."""
+    found: set[Path] = set()
+    for root in roots:
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(
+                f"no such folder: {root}. Pass run folders or sweep folders (e.g. runs/<experiment>) "
+                "written by `python -m radam_repro`."
+            )
+        found.update(_walk(root))
+    return sorted(found)
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    if is_run_dir(folder):
+        yield folder
+        return
+    with os.scandir(folder) as entries:
+        subfolders = [Path(e.path) for e in entries if e.is_dir() and not e.name.startswith(".")]
+    for sub in subfolders:
+        yield from _walk(sub)
+
+
+def read_metrics(path: Path, problems: list[str]) -> list[dict[str, Any]]:
+    """metrics.jsonl rows; a torn last line (a run killed mid-write) or a bad line is noted and skipped."""
+    if not path.is_file():
+        return []
+    with path.open("rb") as f:
+        lines = f.read().splitlines()
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            where = "last line" if number == len(lines) else f"line {number}"
+            problems.append(f"metrics.jsonl {where} unreadable (half-written?), skipped")
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def _read(path: Path, parse, problems: list[str]) -> Any:
+    if not path.is_file():
+        return None
+    try:
+        return parse(path.read_bytes())
+    except (ValueError, yaml.YAMLError) as e:
+        problems.append(f"{path.name} unreadable ({type(e).__name__}: {str(e).splitlines()[0][:80]})")
+        return None
+
+
+def load_run(path: Path) -> Run:
+    """Read one run folder; never raises for broken content (the problems are recorded on the run)."""
+    problems: list[str] = []
+    config = _read(path / "config.yaml", lambda b: yaml.load(b, Loader=_YAML_LOADER), problems)
+    if not isinstance(config, dict):
+        problems.append("no readable config.yaml: this run cannot be grouped")
+        config = {}
+    summary = _read(path / "summary.json", json.loads, problems)
+    summary = summary if isinstance(summary, dict) else None
+    rows = read_metrics(path / "metrics.jsonl", problems)
+    if summary and isinstance(summary.get("status"), str):
+        status = summary["status"]
+        if status == "running" and not (path / ".lock").exists():
+            problems.append("summary says running but no .lock: its process probably died (resume it)")
+    else:
+        status = "incomplete"
+        problems.append("no summary.json" if rows else "no summary.json and no metrics")
+    if status == "completed" and any(not _finite(v) for v in (summary.get("final") or {}).values()):
+        problems.append("completed with non-finite final metrics")
+    return Run(path=path, config=config, summary=summary, rows=rows, status=status, problems=problems)
+
+
+def load_runs(roots: list[Path]) -> list[Run]:
+    return [load_run(path) for path in find_run_dirs(roots)]
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)

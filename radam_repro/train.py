@@ -1,0 +1,269 @@
+"""The training loop: one (optimizer, task, seed) cell, read top to bottom.
+
+batches -> loss -> backward -> clip -> optimizer step -> schedule -> log -> evaluate -> checkpoint.
+A run resumes from its folder's latest checkpoint (bit-identical on CPU: model, optimizer,
+schedule, RNG and data position are restored); a non-finite loss ends it as ``diverged``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import random
+import socket
+import subprocess
+import sys
+import time
+from contextlib import nullcontext
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from radam_repro import optim, tasks
+from radam_repro.logging import Loggers
+from radam_repro.logging.statistics import histogram_record, is_histogram_step, summarize_variance
+from radam_repro.run_dir import RunDir
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+HIGHER_IS_BETTER = ("acc", "bleu")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"trainer.device={name} but CUDA is not available here; use trainer.device=cpu or auto")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def run_metadata(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
+    """Versions, git commit, host and device: what a reader needs to reproduce the run."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
+            return out.stdout.strip() if out.returncode == 0 else None
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+
+    versions = {"python": platform.python_version()}
+    for package in ("radam_repro", "torch", "torchvision", "numpy", "hydra-core", "omegaconf", "wandb", "submitit"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    status = git("status", "--porcelain")
+    return {
+        "versions": versions,
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": bool(status) if status is not None else None,
+        "host": socket.gethostname(),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch_threads": torch.get_num_threads(),
+        "seed": cfg.seed,
+        "argv": sys.argv,
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def better(key: str, new: float, old: float | None) -> bool:
+    if old is None or not math.isfinite(old):
+        return math.isfinite(new)
+    return new > old if key.split("/")[-1].startswith(HIGHER_IS_BETTER) else new < old
+
+
+def rows_from_eval(step: int, epoch: float, metrics: dict[str, float]) -> list[dict[str, Any]]:
+    """``{"valid/loss": .., "test/acc": ..}`` -> one metrics.jsonl row per split."""
+    by_split: dict[str, dict[str, Any]] = {}
+    for key, value in metrics.items():
+        split, _, name = key.rpartition("/")
+        by_split.setdefault(split or "valid", {"step": step, "epoch": epoch, "split": split or "valid"})[name] = value
+    return list(by_split.values())
+
+
+def train(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
+    """Run one cell into ``out_dir`` and return its summary (also written to summary.json)."""
+    run = RunDir(out_dir)
+    with run.lock():
+        prior = run.read_summary()
+        if cfg.trainer.resume and prior and prior.get("status") in ("completed", "diverged"):
+            print(f"[radam_repro] {run.path} already {prior['status']}; nothing to do")
+            return prior
+        if cfg.trainer.threads:
+            torch.set_num_threads(cfg.trainer.threads)
+        device = pick_device(cfg.trainer.device)
+        if cfg.trainer.precision not in PRECISIONS:
+            raise ValueError(f"unknown trainer.precision={cfg.trainer.precision!r}; choose fp32, bf16 or fp16")
+        seed_everything(cfg.seed)
+        started = time.time()
+        try:
+            return _train(cfg, run, device, started)
+        except Exception as e:
+            run.write_summary(status="failed", error=f"{type(e).__name__}: {e}", wall_s=time.time() - started)
+            raise
+
+
+def _train(cfg: DictConfig, run: RunDir, device: torch.device, started: float) -> dict[str, Any]:
+    task = tasks.build(cfg.task, seed=cfg.seed, device=device)
+    model = task.model.to(device)
+    optimizer = optim.build(cfg.optimizer, model.parameters())
+    total_steps = task.total_steps
+    scheduler = optim.lambda_lr(optimizer, optim.build_schedule(cfg.optimizer, task.decay, total_steps))
+    max_steps = min(total_steps, cfg.trainer.max_steps or total_steps)
+    eval_every = cfg.trainer.eval_every or task.steps_per_epoch
+    amp_dtype = PRECISIONS[cfg.trainer.precision]
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    names = {p: n for n, p in model.named_parameters()}
+
+    step, best, pending, wall_before = 0, {}, [], 0.0
+    checkpoint = run.load_checkpoint(map_location=device) if cfg.trainer.resume else None
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        task.load_state_dict(checkpoint["task"])
+        set_rng_state(checkpoint["rng"])
+        step, best, pending, wall_before = checkpoint["step"], checkpoint["best"], checkpoint["pending"], checkpoint["wall_s"]
+        run.truncate_metrics(step)
+        print(f"[radam_repro] resuming {run.path} from step {step}")
+    else:
+        for stale in (run.metrics_path, *run.histograms.glob("*.json"), *run.checkpoints.glob("*.pt")):
+            stale.unlink(missing_ok=True)
+    run.write_config(cfg)
+    run.write_json("meta.json", {**run_metadata(cfg, device), "resumed_from_step": step or None})
+    logs = Loggers(cfg, run)
+
+    def summary(status: str, **extra: Any) -> dict[str, Any]:
+        out = dict(status=status, step=step, total_steps=total_steps, max_steps=max_steps, best=best,
+                   wall_s=wall_before + time.time() - started, error=None, diverged_step=None, final={})
+        out.update(extra)
+        run.write_summary(**out)
+        return out
+
+    def save() -> None:
+        state = dict(step=step, model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                     scaler=scaler.state_dict(), task=task.state_dict(), rng=rng_state(), best=best,
+                     pending=[float(x) for x in pending], wall_s=wall_before + time.time() - started)
+        run.save_checkpoint(state, step, keep=cfg.trainer.keep_checkpoints)
+
+    def evaluate() -> None:
+        model.eval()
+        metrics = task.evaluate(model)
+        model.train()
+        logs.log(rows_from_eval(step, step / task.steps_per_epoch, metrics))
+        best.update({k: v for k, v in metrics.items() if better(k, v, best.get(k))})
+
+    summary("running")
+    train_model = torch.compile(model) if cfg.trainer.compile else model
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
+    extras: dict[str, list[torch.Tensor]] = {}
+    grad_norms: list[torch.Tensor] = []
+    progress = _progress(cfg, step, max_steps)
+    tick, tick_step = time.time(), step
+    model.train()
+    while step < max_steps:
+        epoch = step // task.steps_per_epoch
+        for batch in task.train_batches(epoch, step % task.steps_per_epoch):
+            step += 1
+            with autocast:
+                loss, metrics = task.loss(train_model, batch)
+            scaler.scale(loss).backward()
+            if task.clip_norm > 0:
+                scaler.unscale_(optimizer)
+                grad_norms.append(torch.nn.utils.clip_grad_norm_(model.parameters(), task.clip_norm))
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            pending.append(loss.detach().float())
+            for key, value in metrics.items():
+                extras.setdefault(key, []).append(value.detach().float())
+            if cfg.trainer.histograms and is_histogram_step(step):
+                record = histogram_record(step, optimizer, names)
+                logs.histogram(step, record)
+                logs.log([{"step": step, "epoch": step / task.steps_per_epoch, "split": "train",
+                           "multiplier": _multiplier(optimizer), **summarize_variance(record["adaptive_lr_var"])}])
+            optimizer.zero_grad(set_to_none=True)
+
+            if step % cfg.trainer.log_every == 0 or step == max_steps:
+                losses = torch.stack([torch.as_tensor(x) for x in pending]).tolist()
+                bad = next((i for i, x in enumerate(losses) if not math.isfinite(x)), None)
+                if bad is not None:
+                    diverged_at = step - len(losses) + bad + 1
+                    logs.log([{"step": diverged_at, "epoch": diverged_at / task.steps_per_epoch, "split": "train", "loss": losses[bad]}])
+                    print(f"[radam_repro] diverged: non-finite loss at step {diverged_at}")
+                    result = summary("diverged", diverged_step=diverged_at, final={"train/loss": losses[bad]})
+                    logs.finish(result)
+                    return result
+                now = time.time()
+                row = {"step": step, "epoch": step / task.steps_per_epoch, "split": "train",
+                       "loss": sum(losses) / len(losses), "lr": optimizer.param_groups[0]["lr"],
+                       "multiplier": _multiplier(optimizer), "steps_per_s": (step - tick_step) / max(now - tick, 1e-9)}
+                row.update({k: torch.stack(v).mean().item() for k, v in extras.items()})
+                if grad_norms:
+                    row["grad_norm"] = torch.stack(grad_norms).mean().item()
+                logs.log([row])
+                if progress is not None:
+                    progress.update(step - progress.n)
+                    progress.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.3g}", it_s=f"{row['steps_per_s']:.1f}")
+                pending, extras, grad_norms, tick, tick_step = [], {}, [], now, step
+            if step % eval_every == 0 and step < max_steps:
+                evaluate()
+            if step % cfg.trainer.checkpoint_every == 0 or step == max_steps:
+                save()
+            if step >= max_steps:
+                break
+    if progress is not None:
+        progress.close()
+    model.eval()
+    final = task.final_evaluation(model, run.path)
+    logs.log(rows_from_eval(step, step / task.steps_per_epoch, final))
+    best.update({k: v for k, v in final.items() if better(k, v, best.get(k))})
+    result = summary("completed", final=final)
+    logs.finish(result)
+    return result
+
+
+def _multiplier(optimizer: torch.optim.Optimizer) -> float:
+    """The step multiplier of the first group (RAdam's r_t, Hilton's factor; 0 when frozen/skipped)."""
+    stats = getattr(optimizer, "group_stats", None)
+    value = stats[0]["multiplier"] if stats else 1.0
+    return float(value) if value is not None else float("nan")
+
+
+def _progress(cfg: DictConfig, step: int, max_steps: int):
+    if not cfg.trainer.progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=max_steps, initial=step, desc=f"{cfg.task.name}/{cfg.optimizer.name}/s{cfg.seed}", dynamic_ncols=True)
