@@ -119,6 +119,7 @@ InactiveLimit=0
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
 AccountingStoragePort=$((PORT + 2))
+AccountingStoragePass=$MUNGE_SOCKET
 JobCompType=jobcomp/none
 $node_line NodeAddr=127.0.0.1 State=UNKNOWN
 PartitionName=$PARTITION Nodes=ALL Default=YES MaxTime=INFINITE State=UP
@@ -150,7 +151,7 @@ start_munged() {
   chmod 755 "$MUNGE"
   [[ -s $MUNGE/munge.key ]] || runuser -u munge -- mungekey --create --keyfile="$MUNGE/munge.key"
   runuser -u munge -- munged --socket="$MUNGE_SOCKET" --key-file="$MUNGE/munge.key" \
-    --pid-file="$MUNGE/munged.pid" --log-file="$MUNGE/munged.log" --seed-file="$MUNGE/munged.seed"
+    --pid-file="$MUNGE/munged.pid" --log-file="$MUNGE/munged.log" --seed-file="$MUNGE/munged.seed" --num-threads=10
 }
 
 db_sql() { mariadb --no-defaults --socket="$DB_SOCKET" -u root -e "$1"; }
@@ -172,7 +173,7 @@ start_mariadbd() {
 
 start_slurmdbd() {
   slurmdbd
-  wait_for "slurmdbd" 60 sacctmgr -n list cluster || return 1
+  wait_for "slurmdbd" 60 timeout 10 sacctmgr -n list cluster || return 1
   [[ -n $(sacctmgr -n -P list cluster format=cluster "$CLUSTER") ]] ||
     sacctmgr -i add cluster "$CLUSTER" >/dev/null
 }
@@ -182,10 +183,10 @@ start_slurmd() { slurmd -f "$SLURM_CONF"; }
 
 # wait_for <what> <seconds> <command...>: retry the command until it succeeds.
 wait_for() {
-  local what=$1 limit=$2 t=0
+  local what=$1 limit=$2 deadline=$((SECONDS + $2))
   shift 2
   until "$@" >/dev/null 2>&1; do
-    ((t++ < limit * 2)) || { say "$what did not answer within ${limit}s"; return 1; }
+    ((SECONDS < deadline)) || { say "$what did not answer within ${limit}s"; return 1; }
     sleep 0.5
   done
 }
@@ -213,7 +214,7 @@ cmd_start() {
     ((SECONDS < limit)) || { sinfo -N >&2 || true; show_logs; die "node not idle after ${WAIT_S}s (state: '$(node_state)')"; }
     sleep 0.5
   done
-  wait_for "sacctmgr" 30 sacctmgr -n list cluster || { show_logs; die "accounting (slurmdbd) does not answer"; }
+  wait_for "sacctmgr" 30 timeout 10 sacctmgr -n list cluster || { show_logs; die "accounting (slurmdbd) does not answer"; }
   say "cluster '$CLUSTER' up in $((SECONDS - t0)) s (state in $DIR)"
   echo "export SLURM_CONF=$SLURM_CONF"
 }

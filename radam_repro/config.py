@@ -72,7 +72,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     seed: int = 1
-    experiment: str = "adhoc"  # names the sweep folder and the W&B group
+    group: str = "adhoc"  # names the sweep folder and the W&B group (experiment configs set it)
     data_root: str = "data"
     run_root: str = "runs"
 

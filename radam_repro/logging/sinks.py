@@ -32,7 +32,7 @@ class WandbSink:
             dir=str(run.path),
             id=run_id,
             resume="allow",
-            group=cfg.experiment,
+            group=cfg.group,
             job_type=cfg.task.name,
             name=run.path.name,
             tags=[cfg.task.name, cfg.optimizer.name, f"seed{cfg.seed}", *cfg.logger.tags],

@@ -156,7 +156,7 @@ def aggregate(runs: list[Run], ignore: tuple[str, ...] = ()) -> Aggregate:
         key = {k: flat.get(k, MISSING) for k in keys}
         group = by_key.setdefault(tuple(_hashable(v) for v in key.values()), Group(key=key, runs=[]))
         group.runs.append(run)
-    groups = sorted(by_key.values(), key=lambda g: tuple(_sort_key(g.key[k]) for k in keys))
+    groups = sorted(by_key.values(), key=lambda g: tuple(sort_key(g.key[k]) for k in keys))
     for group in groups:
         completed = [r for r in group.runs if r.status == "completed"]
         group.final = _stats([r.final() for r in completed])
@@ -197,7 +197,7 @@ def _hashable(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-def _sort_key(value: Any) -> tuple:
+def sort_key(value: Any) -> tuple:
     """Numbers before strings, numbers numerically (so lr 0.003 < 0.01 < 0.1)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return (0, value, "")

@@ -17,7 +17,8 @@ from typing import Any, Iterator
 import yaml
 
 STATUSES = ("completed", "diverged", "failed", "running", "incomplete")
-TRAIN_LOSS_WINDOW = 10  # "train/loss" of a run: mean of its last logged training losses
+TRAIN_METRICS = ("loss", "acc", "ppl")  # final "train/<m>": mean of the last TRAIN_WINDOW logged values
+TRAIN_WINDOW = 10
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -51,12 +52,13 @@ class Run:
         return max((r["step"] for r in self.rows if isinstance(r.get("step"), int)), default=None)
 
     def final(self) -> dict[str, float]:
-        """Final metrics: the summary's ``final`` plus ``train/loss`` (mean of the last logged losses)."""
+        """Final metrics: the summary's ``final`` plus ``train/<m>``, the mean of the last logged values."""
         out = dict((self.summary or {}).get("final") or {})
-        losses = [r["loss"] for r in self.train_rows() if isinstance(r.get("loss"), (int, float))]
-        if losses and "train/loss" not in out:
-            tail = losses[-TRAIN_LOSS_WINDOW:]
-            out["train/loss"] = sum(tail) / len(tail)
+        train = self.train_rows()
+        for metric in TRAIN_METRICS:
+            values = [r[metric] for r in train if isinstance(r.get(metric), (int, float))][-TRAIN_WINDOW:]
+            if values and f"train/{metric}" not in out:
+                out[f"train/{metric}"] = sum(values) / len(values)
         return out
 
     def best(self) -> dict[str, float]:

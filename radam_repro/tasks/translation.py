@@ -305,7 +305,7 @@ class SyntheticTranslationTask(Task):
             correct = logits.argmax(-1).eq(batch["target"]).sum()
             totals += [float(loss), float(nll), float(correct), float(batch["ntokens"])]
         model.train(was_training)
-        loss, nll, correct, ntokens = totals
+        loss, nll, correct, ntokens = totals.tolist()
         return {"valid/loss": loss / ntokens, "valid/nll_loss": nll / ntokens, "valid/ppl": math.exp(nll / ntokens), "valid/acc": correct / ntokens}
 
     def state_dict(self) -> dict:

@@ -1,0 +1,52 @@
+"""``python -m radam_repro.report <sweep or run folders...> [--out results/<name>]``.
+
+Reads run folders only (never W&B), prints the grouping keys and the run counts, and writes
+``report.md``, ``summary.csv``, ``runs.csv`` and ``figures/*.png`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from radam_repro.report.aggregate import IGNORED_KEYS, aggregate
+from radam_repro.report.figures import write_figures
+from radam_repro.report.runs import load_runs
+from radam_repro.report.tables import PAPER_YAML, load_paper, write_tables
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(prog="python -m radam_repro.report", description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="+", type=Path, help="run folders or folders to search for runs")
+    parser.add_argument("--out", type=Path, help="output folder (default: results/<name of the first folder>)")
+    parser.add_argument("--paper", type=Path, default=PAPER_YAML, help="the paper's numbers (default: %(default)s)")
+    parser.add_argument("--ignore", action="append", default=[], metavar="KEY",
+                        help="another config key (or prefix) to leave out of the grouping; repeatable")
+    parser.add_argument("--no-figures", action="store_true", help="tables only")
+    args = parser.parse_args(argv)
+    out = args.out or Path("results") / args.folders[0].resolve().name
+
+    runs = load_runs(args.folders)
+    if not runs:
+        parser.error(f"no run folders (with config.yaml or summary.json) under {', '.join(map(str, args.folders))}")
+    agg = aggregate(runs, ignore=tuple(args.ignore))
+    paper = load_paper(args.paper) if args.paper.is_file() else []
+    if not paper:
+        print(f"[report] no paper numbers at {args.paper}; the tables will have no paper column")
+    print(f"[report] {len(runs)} runs in {len(agg.groups)} groups; grouping keys: {', '.join(agg.keys)}")
+    print(f"[report] ignored when grouping: {', '.join(sorted(IGNORED_KEYS | set(args.ignore)))}, "
+          "logger.*, hydra.*, *_dir/*_path/*_root/*_file")
+    for run in [r for r in runs if r.status != "completed" or r.problems]:
+        print(f"[report] {run.status:<10} {run.path}" + (f"  ({'; '.join(run.problems)})" if run.problems else ""))
+
+    figures = [] if args.no_figures else write_figures(agg, out / "figures")
+    command = "python -m radam_repro.report " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    report = write_tables(agg, paper, out, command=command, figures=figures)
+    print(f"[report] wrote {report}, {out / 'summary.csv'}, {out / 'runs.csv'} and {len(figures)} figures")
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,297 @@
+"""PNG figures from run folders (matplotlib, Agg), one file per (figure, task).
+
+* ``train_loss_<task>``: training loss vs step per group (Fig. 1; Adam-2k drawn from -K, i.e.
+  x = step - freeze_steps, as the paper indexes it from -1999), one panel per lr when lr varies.
+* ``eval_curves_<task>``: the task's headline metric vs step, one panel per lr (Fig. 6/7's curves).
+* ``lr_robustness_<task>``: final and best headline metric vs lr per optimizer (Fig. 6).
+* ``warmup_length_<task>``: headline metric vs linear-warmup length per lr, RAdam dashed (Fig. 7).
+* ``grad_hist_<task>``: heat maps of the log|g| histograms over steps per group (Fig. 2/3).
+* ``adaptive_lr_<task>``: ``multiplier`` and every logged ``adaptive_lr/*`` statistic vs step.
+
+Curves are means over a group's seeds with a min-max band.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
+
+from radam_repro.report.aggregate import Aggregate, Group, format_value, higher_is_better, sort_key  # noqa: E402
+from radam_repro.report.runs import Run  # noqa: E402
+
+LR = "optimizer.lr"
+WARMUP_STEPS = "optimizer.warmup.steps"
+MAX_HISTOGRAM_PANELS = 12
+DPI = 110
+
+
+def write_figures(agg: Aggregate, out: Path) -> list[Path]:
+    """Every figure the runs have data for; a figure that fails is reported and skipped."""
+    out.mkdir(parents=True, exist_ok=True)
+    makers: list[Callable[[Aggregate, str, Path], Path | None]] = [
+        train_loss, eval_curves, lr_robustness, warmup_length, gradient_histograms, adaptive_lr_statistics,
+    ]
+    written = []
+    for task in agg.tasks():
+        for make in makers:
+            try:
+                path = make(agg, task, out)
+            except Exception as e:  # noqa: BLE001 - one bad figure must not cost the whole report
+                print(f"[report] figure {make.__name__} for {task} skipped: {type(e).__name__}: {e}")
+                continue
+            if path is not None:
+                written.append(path)
+    return written
+
+
+# -- curves ---------------------------------------------------------------------------------------
+def mean_curve(runs: list[Run], split: str, key: str, shift: int = 0) -> tuple[np.ndarray, ...] | None:
+    """(steps + shift, mean, min, max) of ``key`` over the runs' ``split`` rows, per logged step."""
+    by_step: dict[int, list[float]] = defaultdict(list)
+    for run in runs:
+        for row in run.rows:
+            value = row.get(key)
+            if row.get("split") == split and isinstance(value, (int, float)) and math.isfinite(value):
+                by_step[row["step"]].append(value)
+    if not by_step:
+        return None
+    steps = np.array(sorted(by_step))
+    values = [by_step[s] for s in steps]
+    return steps + shift, np.array([np.mean(v) for v in values]), np.array([min(v) for v in values]), np.array([max(v) for v in values])
+
+
+def freeze_shift(group: Group) -> int:
+    """Adam-2k is indexed from -K + 1 (the paper's -1999): x = step - freeze_steps."""
+    return -int((group.runs[0].config.get("optimizer") or {}).get("freeze_steps") or 0)
+
+
+def train_loss(agg: Aggregate, task: str, out: Path) -> Path | None:
+    return _curves(agg, task, out, "train", "loss", "train_loss", "training loss", "Training loss (paper Fig. 1)")
+
+
+def eval_curves(agg: Aggregate, task: str, out: Path) -> Path | None:
+    metric = agg.headline(task)
+    if metric is None:
+        return None
+    split, key = metric.split("/", 1)
+    return _curves(agg, task, out, split, key, "eval_curves", metric, f"{metric} during training (paper Fig. 6/7)")
+
+
+def _curves(agg: Aggregate, task: str, out: Path, split: str, key: str, stem: str, ylabel: str, title: str) -> Path | None:
+    groups = agg.of_task(task)
+    curves = {id(g): mean_curve(g.runs, split, key, freeze_shift(g)) for g in groups}
+    if sum(c is not None and len(c[0]) > 1 for c in curves.values()) == 0:
+        return None
+    panels = _panels(agg, task, groups)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), sharey=True, squeeze=False)
+    colors = _colors(agg, groups, panel_key=LR if len(panels) > 1 else None)
+    for ax, (panel, members) in zip(axes[0], panels.items()):
+        for g in members:
+            curve = curves[id(g)]
+            if curve is None:
+                continue
+            x, mean, low, high = curve
+            shift = freeze_shift(g)
+            label = _series_label(agg, g, drop=LR if len(panels) > 1 else None) + (f" (x = step − {-shift})" if shift else "")
+            ax.plot(x, mean, color=colors[id(g)], label=f"{label}, n={len(g.runs)}", lw=1.4)
+            if len(g.runs) > 1:
+                ax.fill_between(x, low, high, color=colors[id(g)], alpha=0.2, lw=0)
+        ax.set(xlabel="step", title=panel or title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0, 0].set_ylabel(ylabel)
+    if _spans_decades(axes[0]):
+        for ax in axes[0]:
+            ax.set_yscale("log")
+    if len(panels) > 1:
+        fig.suptitle(f"{task}: {title}")
+    else:
+        axes[0, 0].set_title(f"{task}: {title}")
+    return _save(fig, out / f"{stem}_{task}.png")
+
+
+# -- robustness ----------------------------------------------------------------------------------
+def lr_robustness(agg: Aggregate, task: str, out: Path) -> Path | None:
+    """Fig. 6: final and best headline metric vs lr, one line per group without its lr."""
+    metric = agg.headline(task)
+    groups = [g for g in agg.of_task(task) if isinstance(g.key.get(LR), (int, float))]
+    if metric is None or len({g.key[LR] for g in groups}) < 2:
+        return None
+    series = _series(agg, groups, drop=LR)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+    for ax, kind in zip(axes, ("final", "best")):
+        for i, (label, members) in enumerate(series.items()):
+            _errorbar(ax, [(g.key[LR], getattr(g, kind).get(metric)) for g in members], label, f"C{i % 10}", "o-")
+        ax.set(xscale="log", xlabel="learning rate", title=f"{kind} {metric}")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"{metric} ({'higher' if higher_is_better(metric) else 'lower'} is better)")
+    axes[1].legend(fontsize=8)
+    fig.suptitle(f"{task}: robustness to the learning rate (paper Fig. 6); mean ± std over seeds")
+    return _save(fig, out / f"lr_robustness_{task}.png")
+
+
+def warmup_length(agg: Aggregate, task: str, out: Path) -> Path | None:
+    """Fig. 7: headline metric vs linear warmup length, one line per lr; RAdam at that lr dashed."""
+    metric = agg.headline(task)
+    warm = [g for g in agg.of_task(task) if _config(g, "optimizer", "warmup", "kind") == "linear"]
+    lengths = {_config(g, "optimizer", "warmup", "steps") for g in warm}
+    if metric is None or len(lengths) < 2:
+        return None
+    by_lr: dict[Any, list[Group]] = defaultdict(list)
+    for g in warm:
+        by_lr[_config(g, "optimizer", "lr")].append(g)
+    radam = {_config(g, "optimizer", "lr"): g for g in agg.of_task(task) if g.variant == "radam"}
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+    for ax, kind in zip(axes, ("final", "best")):
+        for i, lr in enumerate(sorted(by_lr, key=float)):
+            color = f"C{i % 10}"
+            points = [(_config(g, "optimizer", "warmup", "steps"), getattr(g, kind).get(metric)) for g in by_lr[lr]]
+            _errorbar(ax, points, f"Adam + linear warmup, lr={format_value(lr)}", color, "o-")
+            stat = getattr(radam[lr], kind).get(metric) if lr in radam else None
+            if stat is not None:
+                ax.axhline(stat.mean, color=color, ls="--", lw=1.2, label=f"RAdam, lr={format_value(lr)}")
+        ax.set(xscale="log", xlabel="linear warmup steps", title=f"{kind} {metric}")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(metric)
+    axes[1].legend(fontsize=8)
+    fig.suptitle(f"{task}: warmup length vs RAdam (paper Fig. 7); mean ± std over seeds")
+    return _save(fig, out / f"warmup_length_{task}.png")
+
+
+# -- optimizer internals -------------------------------------------------------------------------
+def gradient_histograms(agg: Aggregate, task: str, out: Path, kind: str = "log_abs_grad") -> Path | None:
+    """Fig. 2/3: per group (its first run with histograms), the distribution of log|g| at each logged step."""
+    panels = []
+    for g in agg.of_task(task):
+        records = next((r for r in (run.histograms() for run in g.runs) if r), [])
+        records = [rec for rec in records if (rec.get("hist") or {}).get(kind, {}).get("counts")]
+        if records:
+            panels.append((agg.label(g), records))
+    if not panels:
+        return None
+    panels = panels[:MAX_HISTOGRAM_PANELS]
+    columns = min(3, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.8 * rows), squeeze=False)
+    for ax, (label, records) in zip(axes.flat, panels):
+        steps, edges, density = _histogram_matrix(records, kind)
+        mesh = ax.pcolormesh(np.arange(len(steps) + 1), edges, density.T, cmap="viridis",
+                             norm=LogNorm(vmin=max(density[density > 0].min(), 1e-6), vmax=1.0))
+        ticks = np.unique(np.linspace(0, len(steps) - 1, min(len(steps), 8)).astype(int))
+        ax.set_xticks(ticks + 0.5, [str(steps[i]) for i in ticks], fontsize=7, rotation=45)
+        ax.set(title=label, xlabel="step (logged snapshots)", ylabel=kind.replace("log_abs_", "log|").replace("grad", "g") + "|")
+        fig.colorbar(mesh, ax=ax, label="fraction of values")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.suptitle(f"{task}: histograms of {kind} over steps (paper Fig. 2/3)")
+    return _save(fig, out / f"grad_hist_{task}.png")
+
+
+def _histogram_matrix(records: list[dict[str, Any]], kind: str) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """Re-bin every snapshot onto one grid spanning its non-empty bins: (steps, edges, fractions[step, bin])."""
+    centers, weights = [], []
+    for rec in records:
+        edges = np.asarray(rec["hist"][kind]["edges"], dtype=float)
+        counts = np.asarray(rec["hist"][kind]["counts"], dtype=float)
+        centers.append((edges[:-1] + edges[1:]) / 2)
+        weights.append(counts / max(counts.sum(), 1.0))
+    occupied = np.concatenate([c[w > 0] for c, w in zip(centers, weights)])
+    width = np.median(np.concatenate([np.diff(c) for c in centers if len(c) > 1] or [np.array([1.0])]))
+    grid = np.arange(occupied.min() - width, occupied.max() + 2 * width, width)
+    density = np.stack([np.histogram(c, bins=grid, weights=w)[0] for c, w in zip(centers, weights)])
+    return [int(rec.get("step", i)) for i, rec in enumerate(records)], grid, density
+
+
+def adaptive_lr_statistics(agg: Aggregate, task: str, out: Path) -> Path | None:
+    """``multiplier`` and every ``adaptive_lr/*`` key of the train rows, vs step, per group."""
+    groups = agg.of_task(task)
+    keys = sorted({k for g in groups for run in g.runs for row in run.train_rows() for k in row
+                   if k == "multiplier" or k.startswith("adaptive_lr/")})
+    if not keys:
+        return None
+    colors = _colors(agg, groups)
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4.5), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for g in groups:
+            curve = mean_curve(g.runs, "train", key, freeze_shift(g))
+            if curve is not None:
+                ax.plot(curve[0], curve[1], color=colors[id(g)], label=agg.label(g), lw=1.2, marker="." if len(curve[0]) < 60 else None)
+        ax.set(xlabel="step (Adam-2k: step − K)", title=key)
+        ax.grid(alpha=0.3)
+        if _spans_decades([ax]):
+            ax.set_yscale("log")
+    axes[0, -1].legend(fontsize=7)
+    fig.suptitle(f"{task}: adaptive learning-rate statistics (mean over seeds)")
+    return _save(fig, out / f"adaptive_lr_{task}.png")
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def _config(group: Group, *path: str) -> Any:
+    node: Any = group.runs[0].config
+    for part in path:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _panels(agg: Aggregate, task: str, groups: list[Group]) -> dict[str, list[Group]]:
+    """One panel per lr when the task's groups differ in lr, else one panel."""
+    if LR not in agg.task_keys(task):
+        return {"": groups}
+    panels: dict[str, list[Group]] = defaultdict(list)
+    for g in sorted(groups, key=lambda g: sort_key(g.key.get(LR))):
+        panels[f"lr = {format_value(g.key.get(LR))}"].append(g)
+    return dict(panels)
+
+
+def _series(agg: Aggregate, groups: list[Group], drop: str) -> dict[str, list[Group]]:
+    series: dict[str, list[Group]] = defaultdict(list)
+    for g in sorted(groups, key=lambda g: sort_key(g.key.get(drop))):
+        series[_series_label(agg, g, drop)].append(g)
+    return dict(series)
+
+
+def _series_label(agg: Aggregate, group: Group, drop: str | None) -> str:
+    label = agg.label(group)
+    if drop is None:
+        return label
+    cut = f" {drop.removeprefix('optimizer.')}={format_value(group.key.get(drop))}"
+    return label.replace(cut, "")
+
+
+def _colors(agg: Aggregate, groups: list[Group], panel_key: str | None = None) -> dict[int, Any]:
+    """Same colour for the same series (a group without ``panel_key``) across panels."""
+    labels = sorted({_series_label(agg, g, panel_key) for g in groups})
+    cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
+    index = {label: i for i, label in enumerate(labels)}
+    return {id(g): cmap(index[_series_label(agg, g, panel_key)] % cmap.N) for g in groups}
+
+
+def _errorbar(ax, points: list[tuple[Any, Any]], label: str, color: Any, style: str) -> None:
+    points = sorted((float(x), s) for x, s in points if s is not None)
+    if points:
+        x = [p[0] for p in points]
+        ax.errorbar(x, [s.mean for _, s in points], yerr=[s.std or 0.0 for _, s in points],
+                    fmt=style, color=color, capsize=3, label=label)
+
+
+def _spans_decades(axes) -> bool:
+    """Whether the plotted data are positive and span more than two decades (then a log axis reads better)."""
+    values = np.concatenate([np.asarray(line.get_ydata(), dtype=float) for ax in axes for line in ax.get_lines()] or [np.ones(1)])
+    values = values[np.isfinite(values)]
+    return values.size > 0 and values.min() > 0 and values.max() / values.min() > 100
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
