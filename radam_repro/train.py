@@ -80,6 +80,7 @@ def run_metadata(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
+    versions.update(torch=torch.__version__, cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
     status = git("status", "--porcelain")
     return {
         "versions": versions,

@@ -13,7 +13,6 @@ import torch
 from omegaconf import OmegaConf
 
 from radam_repro.data.lm1b import stream_rows
-from radam_repro.data.lm_corpus import unigram_perplexity
 from radam_repro.tasks import build
 
 torch.set_num_threads(1)
@@ -87,17 +86,24 @@ def test_unknown_config_key_is_named(data_root, cache):
 
 
 def test_small_run_beats_the_unigram_baseline(data_root, cache):
-    """150 Adam steps of lm1b_small (< 1 epoch, about 10 s on one thread): valid ppl far below unigram."""
+    """150 Adam steps (< 1 epoch) of lm1b_small at half width, about 5 s on one thread: valid ppl far below unigram.
+
+    The full lm1b_small recipe (6 epochs, lr 1e-3) reaches about 100 against the unigram's 247.
+    """
     torch.manual_seed(0)
-    task = small_task(data_root, cache)
-    unigram = unigram_perplexity(np.array(task.vocab.counts), np.concatenate(task.corpus.splits["valid"]))
-    assert 200 < unigram < 300  # 247: the valid split under the training split's counts
+    task = small_task(data_root, cache, **{"model.hidden_size": 128, "model.embedding_dim": 64})
+    unigram = task.unigram_perplexity("valid")
+    valid_tokens = np.asarray(task.corpus.splits["valid"][0])
+    train_counts = np.bincount(np.asarray(task.corpus.splits["train"][0]), minlength=len(task.vocab))
+    assert train_counts.tolist() == list(task.vocab.counts)  # the vocabulary's counts are the training stream's
+    assert unigram == pytest.approx(math.exp(-np.log(train_counts[valid_tokens] / train_counts.sum()).mean()))
+    assert 200 < unigram < 300  # 247
     before = task.evaluate(task.model)["valid/ppl"]
     losses = train(task, torch.optim.Adam(task.model.parameters(), lr=3e-3), epoch=0, start=0, steps=150)
     after = task.evaluate(task.model)
     assert after["valid/ppl"] == pytest.approx(math.exp(after["valid/loss"]))
     assert before > 2000 and after["valid/ppl"] < 0.8 * unigram
-    assert np.mean(losses[-20:]) < np.mean(losses[:20]) - 1.5
+    assert np.mean(losses[-20:]) < np.mean(losses[:20]) - 1.0
 
 
 def test_evaluation_scores_every_held_out_token_with_a_carried_state(data_root, cache):

@@ -58,10 +58,11 @@ def write_run(
     run.write_config(OmegaConf.create(config))
     run.write_json("meta.json", {"seed": seed, "device": "cpu"})
     rng = np.random.default_rng(seed)
-    scale = 1.0 + 10 * lr
+    effect = (sum(map(ord, variant)) % 7) / 10 + warmup_steps / 5000  # variants draw apart in the figures
+    scale = 1.0 + 10 * lr + effect
     rows = []
     for step in range(10, steps + 1, 10):
-        loss = 2.3 * math.exp(-step / (60 * scale)) + 0.3 + 0.02 * rng.standard_normal()
+        loss = 2.3 * math.exp(-step / (60 * scale)) + 0.3 + effect + 0.02 * rng.standard_normal()
         rows.append({"step": step, "epoch": step / 100, "split": "train", "loss": loss, "lr": lr,
                      "multiplier": min(1.0, step / 100), "steps_per_s": 50.0, "grad_norm": 1.0, "acc": 1 - loss / 3})
     for step in HISTOGRAM_STEPS:
@@ -69,11 +70,11 @@ def write_run(
             rows.append({"step": step, "epoch": step / 100, "split": "train", "multiplier": min(1.0, step / 100),
                          "adaptive_lr/var_mean": 1e3 / step**1.5, "adaptive_lr/log10_var_mean": 3 - 1.5 * math.log10(step)})
             edges = np.linspace(-21, 5, 105)
-            counts = np.histogram(rng.normal(-8 + step / 50, 1.5 + 3 / step, 5000), bins=edges)[0]
+            counts = np.histogram(rng.normal(-8 + step / 50 - 5 * effect, 1.5 + 3 / step + effect, 5000), bins=edges)[0]
             run.write_histogram(step, {"step": step, "hist": {"log_abs_grad": {"edges": edges.tolist(), "counts": counts.tolist()}},
                                        "adaptive_lr_var": {"fc.weight": 1e3 / step**1.5}})
     for step in range(50, steps + 1, 50):
-        acc = 0.9 - 0.3 * math.exp(-step / 80) - abs(math.log10(lr) + 2) * 0.02
+        acc = 0.9 - 0.3 * math.exp(-step / 80) - abs(math.log10(lr) + 2) * 0.02 - effect / 10
         rows.append({"step": step, "epoch": step / 100, "split": "valid", "loss": 1 - acc, "acc": acc})
         rows.append({"step": step, "epoch": step / 100, "split": "test", "loss": 1 - acc, "acc": acc - 0.01})
     run.append_metrics(sorted(rows, key=lambda r: r["step"]))
@@ -244,9 +245,9 @@ def assert_real_png(path: Path) -> None:
 def test_every_figure_is_a_real_png(tmp_path):
     sweep = tmp_path / "sweep"
     for lr in (0.1, 0.01):
-        for seed in (1, 2):
-            for variant, warmup in [("sgd", 0), ("adam", 0), ("radam", 0), ("adam_warmup", 100), ("adam_warmup", 1000)]:
-                acc = 0.9 - (0.05 if variant == "adam" else 0.0) - 0.01 * seed - warmup / 1e5
+        for variant, warmup, seeds in [("adam", 0, (1,)), ("radam", 0, (1, 2)), ("adam_warmup", 100, (1,)), ("adam_warmup", 1000, (1,))]:
+            for seed in seeds:
+                acc = 0.9 - (0.05 if variant == "adam" else 0.0) * lr * 10 - 0.01 * seed - warmup / 1e5 - lr / 10
                 write_run(sweep / f"{variant}{warmup}_lr{lr}_s{seed}", variant=variant, lr=lr, seed=seed,
                           warmup_steps=warmup, final={"test/acc": acc}, best={"test/acc": acc + 0.005})
     write_run(sweep / "adam_2k_s1", variant="adam_2k", lr=0.1, freeze_steps=100)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -74,15 +74,16 @@ class Corpus:
     """A vocabulary and, per split, the token arrays of its files (read-only memory maps)."""
 
     vocab: Vocabulary
-    splits: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    splits: dict[str, list[np.ndarray]]
 
 
 def open_corpus(data_dir: str | os.PathLike, files: dict[str, Sequence[str]], *, lines: dict[str, Sequence[float]] | None = None,
                 keep_blank: bool = False, threshold: int = 3, vocab_file: str | None = None,
                 cache_dir: str | None = None) -> Corpus:
     """Resolve ``files[split]`` globs, build (or load) the vocabulary from ``train``, encode every file once."""
-    data_dir = Path(data_dir)
-    lines = lines or {}
+    data_dir, lines = Path(data_dir), lines or {}
+    if not files.get("train"):
+        raise ValueError("no training files given: set task.train_files (globs relative to task.data_dir)")
     text_files = {split: resolve_files(data_dir, patterns, split, lines.get(split, (0.0, 1.0)), keep_blank)
                   for split, patterns in files.items() if patterns}
     cache = cache_root(data_dir, cache_dir)
@@ -153,7 +154,7 @@ class ShardStream:
             inputs, targets = stream_rows(self.shards[shard], self.batch_size, self.bptt, full_windows=True)
             skip = max(0, start - offset)
             for j, (x, y) in enumerate(windows(inputs[:, skip * self.bptt :], targets[:, skip * self.bptt :], self.bptt), skip):
-                yield LMBatch(x, y, reset=j == 0, epoch=epoch, index=offset + j)
+                yield LMBatch(x, y, reset=(j == 0), epoch=epoch, index=offset + j)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -58,12 +58,16 @@ class TextFile:
             raise ValueError(f"{self.path} holds no words (empty shard); re-extract the archive "
                              "(see launch/prepare_lm1b.sh)")
         start, end = self.lines
-        return lines[int(start * len(lines)) : int(end * len(lines))]
+        selected = lines[int(start * len(lines)) : int(end * len(lines))]
+        if not selected:
+            raise ValueError(f"lines {list(self.lines)} of {self.path} ({len(lines)} lines) select none; widen the range")
+        return selected
 
-    def sentences(self) -> Iterator[list[str]]:
-        """Token lists, one per line, each ending with ``<eos>``."""
-        for line in self.read_lines():
-            yield line.split() + [EOS]
+    def tokens(self, lines_per_chunk: int = 100_000) -> Iterator[list[str]]:
+        """The selection's tokens (each line's words, then ``<eos>``), in chunks of lines to bound memory."""
+        lines = self.read_lines()
+        for start in range(0, len(lines), lines_per_chunk):
+            yield f" {EOS} ".join(lines[start : start + lines_per_chunk]).split() + [EOS]
 
     def fingerprint(self) -> str:
         """Identifies the selection cheaply: name, size, line range and hashes of the first and last 64 KiB."""
@@ -117,8 +121,8 @@ class Vocabulary:
         return cls(tuple(w for w, _ in ordered), tuple(c for _, c in ordered), threshold)
 
     def encode(self, tokens: list[str]) -> list[int]:
-        unk = self.unk
-        return [self.index.get(w, unk) for w in tokens]
+        get, unk = self.index.get, self.unk
+        return [get(w, unk) for w in tokens]
 
     def save(self, path: Path, inputs: str) -> None:
         """Text file: a JSON header line, then ``word<TAB>count`` per id."""
@@ -146,7 +150,7 @@ def count_words(files: Iterable[TextFile]) -> Counter:
     """Word counts over ``files`` in order; ``<eos>`` counts the lines."""
     counts: Counter = Counter({EOS: 0})
     for text_file in files:
-        for tokens in text_file.sentences():
+        for tokens in text_file.tokens():
             counts.update(tokens)
     return counts
 
@@ -166,8 +170,7 @@ def encoded(text_file: TextFile, vocab: Vocabulary, cache_dir: Path) -> np.ndarr
     """The file's token ids as a read-only memory map, encoding it once into ``cache_dir``."""
     path = cache_dir / f"tokens-{vocab.digest}" / f"{text_file.path.name}-{text_file.fingerprint()}.npy"
     if not path.exists():
-        ids = np.fromiter((i for tokens in text_file.sentences() for i in vocab.encode(tokens)), dtype=np.int32)
-        atomic_write(path, ids)
+        atomic_write(path, np.concatenate([np.array(vocab.encode(tokens), dtype=np.int32) for tokens in text_file.tokens()]))
     return np.load(path, mmap_mode="r")
 
 

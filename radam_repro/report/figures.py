@@ -31,6 +31,7 @@ from radam_repro.report.runs import Run  # noqa: E402
 LR = "optimizer.lr"
 WARMUP_STEPS = "optimizer.warmup.steps"
 MAX_HISTOGRAM_PANELS = 12
+HISTOGRAM_LABELS = {"log_abs_grad": "ln|g|", "log_abs_exp_avg": "ln|m|", "log_abs_exp_avg_sq": "ln|v|"}
 DPI = 110
 
 
@@ -92,7 +93,7 @@ def _curves(agg: Aggregate, task: str, out: Path, split: str, key: str, stem: st
     if sum(c is not None and len(c[0]) > 1 for c in curves.values()) == 0:
         return None
     panels = _panels(agg, task, groups)
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels) + 3, 4.8), sharey=True, squeeze=False, layout="constrained")
     colors = _colors(agg, groups, panel_key=LR if len(panels) > 1 else None)
     for ax, (panel, members) in zip(axes[0], panels.items()):
         for g in members:
@@ -105,17 +106,14 @@ def _curves(agg: Aggregate, task: str, out: Path, split: str, key: str, stem: st
             ax.plot(x, mean, color=colors[id(g)], label=f"{label}, n={len(g.runs)}", lw=1.4)
             if len(g.runs) > 1:
                 ax.fill_between(x, low, high, color=colors[id(g)], alpha=0.2, lw=0)
-        ax.set(xlabel="step", title=panel or title)
+        ax.set(xlabel=_step_label(members), title=panel)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
     axes[0, 0].set_ylabel(ylabel)
     if _spans_decades(axes[0]):
         for ax in axes[0]:
             ax.set_yscale("log")
-    if len(panels) > 1:
-        fig.suptitle(f"{task}: {title}")
-    else:
-        axes[0, 0].set_title(f"{task}: {title}")
+    fig.suptitle(f"{task}: {title}")
+    _legend(fig, axes[0])
     return _save(fig, out / f"{stem}_{task}.png")
 
 
@@ -127,14 +125,15 @@ def lr_robustness(agg: Aggregate, task: str, out: Path) -> Path | None:
     if metric is None or len({g.key[LR] for g in groups}) < 2:
         return None
     series = _series(agg, groups, drop=LR)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4.8), sharey=True, layout="constrained")
     for ax, kind in zip(axes, ("final", "best")):
         for i, (label, members) in enumerate(series.items()):
             _errorbar(ax, [(g.key[LR], getattr(g, kind).get(metric)) for g in members], label, f"C{i % 10}", "o-")
         ax.set(xscale="log", xlabel="learning rate", title=f"{kind} {metric}")
+        _value_ticks(ax, [g.key[LR] for g in groups])
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"{metric} ({'higher' if higher_is_better(metric) else 'lower'} is better)")
-    axes[1].legend(fontsize=8)
+    _legend(fig, axes)
     fig.suptitle(f"{task}: robustness to the learning rate (paper Fig. 6); mean ± std over seeds")
     return _save(fig, out / f"lr_robustness_{task}.png")
 
@@ -150,7 +149,7 @@ def warmup_length(agg: Aggregate, task: str, out: Path) -> Path | None:
     for g in warm:
         by_lr[_config(g, "optimizer", "lr")].append(g)
     radam = {_config(g, "optimizer", "lr"): g for g in agg.of_task(task) if g.variant == "radam"}
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4.8), sharey=True, layout="constrained")
     for ax, kind in zip(axes, ("final", "best")):
         for i, lr in enumerate(sorted(by_lr, key=float)):
             color = f"C{i % 10}"
@@ -160,9 +159,10 @@ def warmup_length(agg: Aggregate, task: str, out: Path) -> Path | None:
             if stat is not None:
                 ax.axhline(stat.mean, color=color, ls="--", lw=1.2, label=f"RAdam, lr={format_value(lr)}")
         ax.set(xscale="log", xlabel="linear warmup steps", title=f"{kind} {metric}")
+        _value_ticks(ax, lengths)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(metric)
-    axes[1].legend(fontsize=8)
+    _legend(fig, axes)
     fig.suptitle(f"{task}: warmup length vs RAdam (paper Fig. 7); mean ± std over seeds")
     return _save(fig, out / f"warmup_length_{task}.png")
 
@@ -181,18 +181,19 @@ def gradient_histograms(agg: Aggregate, task: str, out: Path, kind: str = "log_a
     panels = panels[:MAX_HISTOGRAM_PANELS]
     columns = min(3, len(panels))
     rows = math.ceil(len(panels) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.8 * rows), squeeze=False)
-    for ax, (label, records) in zip(axes.flat, panels):
-        steps, edges, density = _histogram_matrix(records, kind)
-        mesh = ax.pcolormesh(np.arange(len(steps) + 1), edges, density.T, cmap="viridis",
-                             norm=LogNorm(vmin=max(density[density > 0].min(), 1e-6), vmax=1.0))
-        ticks = np.unique(np.linspace(0, len(steps) - 1, min(len(steps), 8)).astype(int))
+    matrices = [(label, *_histogram_matrix(records, kind)) for label, records in panels]
+    floor = max(1e-6, min(d[d > 0].min() for *_, d in matrices))
+    norm = LogNorm(vmin=floor, vmax=max(d.max() for *_, d in matrices))
+    fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns + 1, 3.6 * rows), squeeze=False, layout="constrained")
+    for ax, (label, steps, edges, density) in zip(axes.flat, matrices):
+        mesh = ax.pcolormesh(np.arange(len(steps) + 1), edges, density.T, cmap="viridis", norm=norm)
+        ticks = np.unique(np.linspace(0, len(steps) - 1, min(len(steps), 10)).astype(int))
         ax.set_xticks(ticks + 0.5, [str(steps[i]) for i in ticks], fontsize=7, rotation=45)
-        ax.set(title=label, xlabel="step (logged snapshots)", ylabel=kind.replace("log_abs_", "log|").replace("grad", "g") + "|")
-        fig.colorbar(mesh, ax=ax, label="fraction of values")
+        ax.set(title=label, xlabel="step (logged snapshots)", ylabel=HISTOGRAM_LABELS.get(kind, kind))
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    fig.suptitle(f"{task}: histograms of {kind} over steps (paper Fig. 2/3)")
+    fig.colorbar(mesh, ax=axes, label="fraction of values in the bin", shrink=0.8)
+    fig.suptitle(f"{task}: distribution of {HISTOGRAM_LABELS.get(kind, kind)} over steps (paper Fig. 2/3)")
     return _save(fig, out / f"grad_hist_{task}.png")
 
 
@@ -219,17 +220,17 @@ def adaptive_lr_statistics(agg: Aggregate, task: str, out: Path) -> Path | None:
     if not keys:
         return None
     colors = _colors(agg, groups)
-    fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys) + 3, 4.5), squeeze=False, layout="constrained")
     for ax, key in zip(axes[0], keys):
         for g in groups:
             curve = mean_curve(g.runs, "train", key, freeze_shift(g))
             if curve is not None:
                 ax.plot(curve[0], curve[1], color=colors[id(g)], label=agg.label(g), lw=1.2, marker="." if len(curve[0]) < 60 else None)
-        ax.set(xlabel="step (Adam-2k: step − K)", title=key)
+        ax.set(xlabel=_step_label(groups), title=key)
         ax.grid(alpha=0.3)
         if _spans_decades([ax]):
             ax.set_yscale("log")
-    axes[0, -1].legend(fontsize=7)
+    _legend(fig, axes[0])
     fig.suptitle(f"{task}: adaptive learning-rate statistics (mean over seeds)")
     return _save(fig, out / f"adaptive_lr_{task}.png")
 
@@ -290,8 +291,28 @@ def _spans_decades(axes) -> bool:
     return values.size > 0 and values.min() > 0 and values.max() / values.min() > 100
 
 
+def _value_ticks(ax, values) -> None:
+    """Ticks at the grid's own values (lrs, warmup lengths) rather than at powers of ten."""
+    values = sorted({float(v) for v in values})
+    ax.set_xticks(values, [format_value(v) for v in values])
+    ax.minorticks_off()
+
+
+def _step_label(groups: list[Group]) -> str:
+    return "step" + (" (Adam-2k: step − K, from −K+1)" if any(freeze_shift(g) for g in groups) else "")
+
+
+def _legend(fig, axes) -> None:
+    """One legend for the figure, outside the axes on the right (labels deduplicated across panels)."""
+    handles: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=8)
+
+
 def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path

@@ -12,11 +12,13 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator, Optional
 
+import numpy as np
 import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
 from torch import nn
 
 from radam_repro.data.lm1b import LM1B_HELDOUT, LM1B_TRAIN, LMBatch, ShardStream, open_corpus, stream_rows, windows
+from radam_repro.data.lm_corpus import unigram_perplexity
 from radam_repro.models.lstm_lm import Hidden, LSTMLanguageModel
 from radam_repro.tasks.base import Decay, Task
 
@@ -113,6 +115,10 @@ class LanguageModelTask(Task):
             results[f"{split}/ppl"] = math.exp(results[f"{split}/loss"])
         model.train(was_training)
         return results
+
+    def unigram_perplexity(self, split: str = "valid") -> float:
+        """Baseline for ``{split}/ppl``: the split under the unigram model of the vocabulary's training counts."""
+        return unigram_perplexity(np.array(self.vocab.counts), np.concatenate(self.corpus.splits[split]))
 
     def state_dict(self) -> dict[str, Any]:
         return {"hidden": self.hidden, "position": self.position}

@@ -227,7 +227,10 @@ class TranslationTask(Task):
         return hypotheses
 
     def final_evaluation(self, model: nn.Module, run_dir: Path) -> dict[str, float]:
-        """eval.sh: average the last ``average_last`` step checkpoints (if any), then test BLEU."""
+        """eval.sh: average the last ``average_last`` step checkpoints (if any), then test BLEU.
+
+        The BPE-removed hypotheses are written to ``run_dir/<test_split>.hypotheses.txt``.
+        """
         paths = sorted(Path(run_dir, "checkpoints").glob("step_*.pt"), key=checkpoint_step)[-self.cfg.average_last :]
         averaged = self.model  # shares its parameters with `model`, which may be wrapped
         if paths:
@@ -235,6 +238,7 @@ class TranslationTask(Task):
             averaged.load_state_dict(average_checkpoints(paths))
         split = self.cfg.test_split
         hypotheses = self.translate(averaged, split)
+        Path(run_dir, f"{split}.hypotheses.txt").write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
         references = [remove_bpe(line) for line in self.data.lines(split, self.data.tgt_lang)]
         results = {f"{split}/bleu": tokenized_bleu(hypotheses, references), f"{split}/checkpoints_averaged": float(len(paths))}
         if self.cfg.detok_bleu:

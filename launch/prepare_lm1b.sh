@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Prepare One Billion Word for `python -m radam_repro task=lm1b`: download (or take) the official
+# archive, unpack it, then build the vocabulary (threshold 3) and encode every shard once.
+#
+#   launch/prepare_lm1b.sh [DATA_ROOT]          # default: $RADAM_REPRO_DATA, else ./data
+#   LM1B_ARCHIVE=/path/to/1-billion-word-language-modeling-benchmark-r13output.tar.gz launch/prepare_lm1b.sh
+#
+# Result (the layout task=lm1b reads, with data_root=DATA_ROOT):
+#   DATA_ROOT/lm1b/1-billion-word-language-modeling-benchmark-r13output/
+#     training-monolingual.tokenized.shuffled/news.en-000NN-of-00100          (99 shards, about 4 GB)
+#     heldout-monolingual.tokenized.shuffled/news.en.heldout-000NN-of-00050   (50 shards)
+#     radam_repro_cache/vocab-t3-<inputs hash>.tsv, tokens-<vocab hash>/*.npy (int32, about 3.3 GB)
+# If that folder is read-only, the cache goes to $RADAM_REPRO_CACHE (default ~/.cache/radam_repro)/lm.
+# Counting and encoding take a few tens of minutes on one core; it is done once, and training
+# would otherwise do it on its first start.
+set -euo pipefail
+
+root="${1:-${RADAM_REPRO_DATA:-data}}/lm1b"
+name=1-billion-word-language-modeling-benchmark-r13output
+url="https://www.statmt.org/lm-benchmark/${name}.tar.gz"
+archive="${LM1B_ARCHIVE:-$root/${name}.tar.gz}"
+
+mkdir -p "$root"
+if [ ! -d "$root/$name/training-monolingual.tokenized.shuffled" ]; then
+  if [ ! -f "$archive" ]; then
+    echo "downloading $url (about 1.7 GB) to $archive"
+    curl -fL --retry 3 -o "$archive.part" "$url"
+    mv "$archive.part" "$archive"
+  fi
+  echo "unpacking $archive into $root"
+  tar -xzf "$archive" -C "$root"
+fi
+
+python -m radam_repro.data.lm1b --data-dir "$root/$name" --threshold 3
