@@ -44,10 +44,13 @@ running_pid() {
   file=$(pid_file "$1")
   [[ -s $file ]] || return 1
   pid=$(<"$file")
-  [[ $pid =~ ^[0-9]+$ ]] && [[ -r /proc/$pid/comm ]] || return 1
+  [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" || return 1
   [[ $(</proc/"$pid"/comm) == "$1"* ]] || return 1
   echo "$pid"
 }
+
+# A live process (a zombie waiting for init to reap it counts as gone).
+alive() { [[ -r /proc/$1/stat && $(ps -o stat= -p "$1") != Z* ]]; }
 
 ensure_packages() {
   local missing=()
@@ -191,6 +194,8 @@ wait_for() {
   done
 }
 
+queue_empty() { [[ -z $(squeue -h -o %A 2>/dev/null) ]]; }
+
 node_state() { sinfo -h -N -o %T 2>/dev/null | head -1; }
 
 show_logs() {
@@ -226,14 +231,14 @@ cmd_stop() {
     if [[ -n ${jobs// /} ]]; then
       say "cancelling jobs: $jobs"
       scancel $jobs || true
-      wait_for "job cancellation" 20 test -z "$(squeue -h -o %A 2>/dev/null)" || true
+      wait_for "job cancellation" 20 queue_empty || true
     fi
   fi
   local i pid
   for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do
     pid=$(running_pid "${DAEMONS[i]}") || continue
     kill -TERM "$pid"
-    wait_for "${DAEMONS[i]} exit" 20 eval "! kill -0 $pid" || kill -KILL "$pid" 2>/dev/null || true
+    wait_for "${DAEMONS[i]} exit" 20 eval "! alive $pid" || kill -KILL "$pid" 2>/dev/null || true
     say "stopped ${DAEMONS[i]} (pid $pid)"
   done
 }

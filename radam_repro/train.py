@@ -31,6 +31,7 @@ from radam_repro.run_dir import RunDir
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 HIGHER_IS_BETTER = ("acc", "bleu")
+SCORES = ("loss", "nll_loss", "ppl", "acc", "bleu")  # metrics tracked in summary["best"]
 
 
 def pick_device(name: str) -> torch.device:
@@ -98,6 +99,8 @@ def run_metadata(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
 
 
 def better(key: str, new: float, old: float | None) -> bool:
+    if not key.split("/")[-1].startswith(SCORES):
+        return False
     if old is None or not math.isfinite(old):
         return math.isfinite(new)
     return new > old if key.split("/")[-1].startswith(HIGHER_IS_BETTER) else new < old

@@ -38,7 +38,8 @@ def run_cli(*overrides: str, runs: Path, check: bool = True, timeout: float = 60
     """``python -m radam_repro <overrides>`` as a user runs it, with run folders under ``runs``."""
     full_env = {**os.environ, "RADAM_REPRO_RUNS": str(runs), "RADAM_REPRO_DATA": str(data_root()),
                 "OMP_NUM_THREADS": str(threads), "WANDB_DIR": str(runs / "wandb_home"),
-                "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "1", **(env or {})}
+                "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "1", "RADAM_REPRO_CACHE": str(runs / "cache"),
+                "TQDM_DISABLE": "1", **(env or {})}
     proc = subprocess.run([sys.executable, "-m", "radam_repro", *overrides, f"trainer.threads={threads}",
                            "trainer.progress=false"], cwd=ROOT, env=full_env, capture_output=True, text=True,
                           timeout=timeout)

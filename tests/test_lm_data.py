@@ -12,23 +12,20 @@ import numpy as np
 import pytest
 
 from radam_repro.data.lm1b import LM1B_HELDOUT, LM1B_TRAIN, ShardStream, cache_root, open_corpus, resolve_files
-from radam_repro.data.lm_corpus import EOS, UNK, TextFile, Vocabulary, cached_vocabulary, encoded, unigram_perplexity
+from radam_repro.data.lm_corpus import EOS, UNK, TextFile, cached_vocabulary, encoded, unigram_perplexity
 
-REPO = Path(__file__).resolve().parents[1]
 HELDOUT_0 = LM1B_HELDOUT.replace("?????", "00000")
 
 
-def shared_path(*parts: str) -> Path:
-    """A staged file under $RADAM_REPRO_DATA (default ../shared/data), or skip naming the path."""
-    path = (REPO / os.environ.get("RADAM_REPRO_DATA", "../shared/data")).resolve().joinpath(*parts)
+def staged(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"staged data not found: {path}")
     return path
 
 
 @pytest.fixture(scope="module")
-def lm1b_dir() -> Path:
-    return shared_path("lm1b", "1-billion-word-language-modeling-benchmark-r13output")
+def lm1b_dir(shared_data) -> Path:
+    return staged(shared_data / "lm1b" / "1-billion-word-language-modeling-benchmark-r13output")
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +95,8 @@ def test_line_ranges_split_the_file_without_overlap(shard):
     assert len(train) == int(0.9 * 6075) and train + valid == lines
 
 
-def test_wikitext_layout_gives_every_line_an_eos(tmp_path):
-    valid = shared_path("wikitext-2", "valid.txt")
+def test_wikitext_layout_gives_every_line_an_eos(shared_data, tmp_path):
+    valid = staged(shared_data / "wikitext-2" / "valid.txt")
     corpus = open_corpus(valid.parent, {"train": ["valid.txt"]}, keep_blank=True, threshold=0, cache_dir=tmp_path)
     (tokens,) = corpus.splits["train"]
     reference = reference_counts(valid, keep_blank=True)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import io
+import itertools
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -20,13 +20,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def data_root() -> Path:
-    """$RADAM_REPRO_DATA (default ../shared/data), or skip naming the path."""
-    path = (REPO / os.environ.get("RADAM_REPRO_DATA", "../shared/data")).resolve()
-    staged = path / "lm1b/1-billion-word-language-modeling-benchmark-r13output/heldout-monolingual.tokenized.shuffled"
+def data_root(shared_data) -> Path:
+    """The staged data folder, skipping if its One-Billion-Word held-out shard is absent."""
+    staged = shared_data / "lm1b/1-billion-word-language-modeling-benchmark-r13output/heldout-monolingual.tokenized.shuffled"
     if not staged.is_dir():
         pytest.skip(f"staged One-Billion-Word held-out shard not found under {staged}")
-    return path
+    return shared_data
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +35,7 @@ def cache(tmp_path_factory) -> Path:
 
 def task_config(name: str, data_root: Path, cache: Path, **overrides):
     """configs/task/<name>.yaml resolved as the primary config would (data_root = the staged data)."""
-    root = OmegaConf.create({"data_root": str(data_root), "task": OmegaConf.load(REPO / f"configs/task/{name}.yaml")})
+    root = OmegaConf.merge({"data_root": str(data_root)}, OmegaConf.load(REPO / f"configs/task/{name}.yaml"))
     root.task.cache_dir = str(cache)
     root.merge_with_dotlist([f"task.{k}={v}" for k, v in overrides.items()])
     return root.task
@@ -116,6 +115,20 @@ def test_evaluation_scores_every_held_out_token_with_a_carried_state(data_root, 
     assert targets.numel() == len(tokens) - 1 == 15_997
     assert result["valid/loss"] == pytest.approx(-log_probs.double().mean().item(), rel=1e-5)
     assert task.model.training is False  # evaluate restores the mode it found
+
+
+def test_hidden_state_carries_between_batches_and_resets_at_a_shard_start(data_root, cache):
+    task = small_task(data_root, cache, **{"model.hidden_size": 32, "model.embedding_dim": 16})
+    task.model.eval()
+    first, second = itertools.islice(task.train_batches(0), 2)
+    assert (first.reset, second.reset) == (True, False)
+    loss_first, _ = task.loss(task.model, first)
+    loss_second, _ = task.loss(task.model, second)
+    with torch.no_grad():  # both windows as one sequence: the second window's NLL must match
+        log_probs, _ = task.model(torch.cat([first.inputs, second.inputs]), torch.cat([first.targets, second.targets]))
+    assert loss_second.item() == pytest.approx(-log_probs[len(first.inputs):].mean().item(), rel=1e-5)
+    task.hidden = tuple(torch.randn_like(h) for h in task.hidden)
+    assert task.loss(task.model, first)[0].item() == loss_first.item()  # a shard start ignores the carried state
 
 
 def test_resume_mid_epoch_continues_the_same_stream_and_hidden_state(data_root, cache):

@@ -91,7 +91,7 @@ def test_token_batches_respect_max_tokens_and_cover_every_sentence(iwslt_data):
     batches = batch_by_size(indices, valid.num_tokens, 4000)
     assert sorted(np.concatenate(batches).tolist()) == list(range(len(valid)))
     assert all(len(b) * valid.num_tokens[b].max() <= 4000 for b in batches)
-    assert sum(len(b) % 8 != 0 for b in batches[:-1]) <= len(batches) // 10  # fairseq keeps multiples of 8
+    assert all(len(b) % 8 == 0 or len(b) < 8 for b in batches[:-1])  # fairseq keeps multiples of 8
 
 
 def nmt_task(iwslt: Path, tmp_path: Path, seed: int):
@@ -138,7 +138,7 @@ def test_mismatched_line_counts_are_refused(tmp_path):
         load_bilingual(tmp_path, "de", "en", cache_dir=tmp_path / "cache")
 
 
-def test_multi30k_joint_bpe_is_learned_once_and_reversible(shared_data, tmp_path):
+def test_multi30k_joint_bpe_is_learned_once_reversible_and_trains(shared_data, tmp_path):
     tok = shared_data / "multi30k" / "data" / "task1" / "tok"
     if not (tok / "train.lc.norm.tok.de").is_file():
         pytest.skip(f"staged Multi30k not found at {tok}")
@@ -154,6 +154,20 @@ def test_multi30k_joint_bpe_is_learned_once_and_reversible(shared_data, tmp_path
     stamp = (folder / "code").stat().st_mtime_ns
     assert prepare_multi30k(tok, "de", "en", merges=300, cache_dir=tmp_path) == folder
     assert (folder / "code").stat().st_mtime_ns == stamp
+
+    # task=nmt_multi30k on the cached BPE: a few Adam steps of a tiny model lower the validation loss
+    cfg = OmegaConf.create({"name": "nmt_multi30k", "data_dir": str(tok), "cache_dir": str(tmp_path), "bpe_merges": 300,
+                            "model": {"layers": 1, "d_model": 32, "ffn_dim": 64, "heads": 2, "dropout": 0.0}})
+    torch.manual_seed(0)
+    task = build(cfg, seed=1, device=CPU)
+    before = task.evaluate(task.model)["valid/loss"]
+    optimizer = torch.optim.Adam(task.model.parameters(), lr=3e-3)
+    for _, batch in zip(range(30), task.train_batches(0)):
+        task.loss(task.model, batch)[0].backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    after = task.evaluate(task.model)
+    assert after["valid/loss"] < before - 1.0 and after["valid/ppl"] == pytest.approx(np.exp(after["valid/nll_loss"]))
 
 
 def test_synthetic_batches_are_a_function_of_seed_and_step():

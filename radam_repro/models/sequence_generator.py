@@ -79,7 +79,7 @@ def beam_search(
     max_len = _max_len(src_tokens, max_len_a, max_len_b, model.cfg.max_positions)
     rows = torch.arange(batch, device=device).repeat_interleave(beam)
     encoder, cache = model.reorder_encoder_out(model.encode(src_tokens), rows), model.new_cache()
-    sentence_ids = torch.arange(batch, device=device)  # original index of each live sentence
+    live_ids = list(range(batch))  # original index of each sentence still being decoded
     tokens = torch.full((batch * beam, 1), eos, dtype=torch.long, device=device)
     # all beams start identical: only the first may extend at step 0
     scores = torch.zeros(batch, beam, device=device)
@@ -88,7 +88,7 @@ def beam_search(
     finished: list[list[tuple[float, Tensor]]] = [[] for _ in range(batch)]
 
     for step in range(max_len + 1):
-        live = sentence_ids.numel()
+        live = len(live_ids)
         lprobs = _step_log_probs(model, tokens, encoder, cache, step, max_len, pad, eos)
         vocab = lprobs.size(1)
         top_scores, top_index = (scores[:, None] + lprobs).view(live, beam * vocab).topk(2 * beam, dim=1)
@@ -96,26 +96,29 @@ def beam_search(
         ends = top_token.eq(eos) & torch.isfinite(top_scores)
         ends[:, beam:] = False
 
-        for i, j in ends.nonzero().tolist():
-            sentence = int(sentence_ids[i])
-            if len(finished[sentence]) < beam:
-                hypothesis = tokens[i * beam + int(top_beam[i, j]), 1:]
-                finished[sentence].append((float(top_scores[i, j]) / (step + 1) ** lenpen, hypothesis.cpu()))
+        ended = ends.nonzero()
+        if ended.numel():
+            row, column = ended[:, 0], ended[:, 1]
+            hypotheses = tokens.index_select(0, row * beam + top_beam[row, column])[:, 1:].cpu()
+            normalised = (top_scores[row, column] / (step + 1) ** lenpen).tolist()
+            for i, hypothesis, score in zip(row.tolist(), hypotheses, normalised):
+                if len(finished[live_ids[i]]) < beam:
+                    finished[live_ids[i]].append((score, hypothesis))
 
-        still_live = torch.tensor([len(finished[int(s)]) < beam for s in sentence_ids], device=device)
-        if step == max_len or not bool(still_live.any()):
+        still_live_list = [len(finished[sentence]) < beam for sentence in live_ids]
+        if step == max_len or not any(still_live_list):
             break
+        still_live = torch.tensor(still_live_list, device=device)
         # the best `beam` candidates that do not end the sentence stay live (fairseq's active_mask)
         rank = torch.arange(top_scores.size(1), device=device).expand_as(top_scores) + top_token.eq(eos) * top_scores.size(1)
-        keep = rank.topk(beam, dim=1, largest=False).indices
-        keep = keep[still_live]
-        sentence_ids = sentence_ids[still_live]
+        keep = rank.topk(beam, dim=1, largest=False).indices[still_live]
+        live_ids = [sentence for sentence, alive in zip(live_ids, still_live_list) if alive]
         parent = (torch.arange(live, device=device)[still_live, None] * beam + top_beam[still_live].gather(1, keep)).view(-1)
         new_token = top_token[still_live].gather(1, keep).view(-1, 1)
         scores = top_scores[still_live].gather(1, keep).view(-1)
         tokens = torch.cat([tokens.index_select(0, parent), new_token], dim=1)
         cache.reorder(parent)
-        if not bool(still_live.all()):
+        if not all(still_live_list):
             encoder = model.reorder_encoder_out(encoder, _live_rows(still_live, beam))
 
     best = []

@@ -67,7 +67,8 @@ def mean_curve(runs: list[Run], split: str, key: str, shift: int = 0) -> tuple[n
         return None
     steps = np.array(sorted(by_step))
     values = [by_step[s] for s in steps]
-    return steps + shift, np.array([np.mean(v) for v in values]), np.array([min(v) for v in values]), np.array([max(v) for v in values])
+    mean, low, high = (np.array([f(v) for v in values]) for f in (np.mean, min, max))
+    return steps + shift, mean, low, high
 
 
 def freeze_shift(group: Group) -> int:
@@ -93,7 +94,8 @@ def _curves(agg: Aggregate, task: str, out: Path, split: str, key: str, stem: st
     if sum(c is not None and len(c[0]) > 1 for c in curves.values()) == 0:
         return None
     panels = _panels(agg, task, groups)
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels) + 3, 4.8), sharey=True, squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels) + 3, 4.8), sharey=True, squeeze=False,
+                             layout="constrained")
     colors = _colors(agg, groups, panel_key=LR if len(panels) > 1 else None)
     for ax, (panel, members) in zip(axes[0], panels.items()):
         for g in members:
@@ -225,7 +227,8 @@ def adaptive_lr_statistics(agg: Aggregate, task: str, out: Path) -> Path | None:
         for g in groups:
             curve = mean_curve(g.runs, "train", key, freeze_shift(g))
             if curve is not None:
-                ax.plot(curve[0], curve[1], color=colors[id(g)], label=agg.label(g), lw=1.2, marker="." if len(curve[0]) < 60 else None)
+                marker = "." if len(curve[0]) < 60 else None  # sparse points (histogram steps) stay visible
+                ax.plot(curve[0], curve[1], color=colors[id(g)], label=agg.label(g), lw=1.2, marker=marker)
         ax.set(xlabel=_step_label(groups), title=key)
         ax.grid(alpha=0.3)
         if _spans_decades([ax]):

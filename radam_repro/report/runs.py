@@ -159,7 +159,8 @@ def load_run(path: Path) -> Run:
             problems.append("summary says running but no .lock: its process probably died (resume it)")
     else:
         status = "incomplete"
-        problems.append("no summary.json" if rows else "no summary.json and no metrics")
+        if not (path / "summary.json").exists():
+            problems.append("no summary.json" if rows else "no summary.json and no metrics")
     if status == "completed" and any(not _finite(v) for v in (summary.get("final") or {}).values()):
         problems.append("completed with non-finite final metrics")
     return Run(path=path, config=config, summary=summary, rows=rows, status=status, problems=problems)

@@ -45,9 +45,11 @@ class PaperEntry:
             return Stat(stat.mean * 100, None if stat.std is None else stat.std * 100, stat.n), True
         return stat, False
 
+    def condition(self) -> str:
+        return ", ".join(f"{k.removeprefix('optimizer.')}={v}" for k, v in self.where.items())
+
     def describe(self) -> str:
-        where = ", ".join(f"{k.removeprefix('optimizer.')}={v}" for k, v in self.where.items())
-        return "; ".join(x for x in (where, self.note) if x)
+        return "; ".join(x for x in (self.condition(), self.note) if x)
 
 
 def load_paper(path: Path = PAPER_YAML) -> list[PaperEntry]:
@@ -118,7 +120,9 @@ def markdown(agg: Aggregate, paper: list[PaperEntry], out: Path, *, command: str
 
 def _paper_section(agg: Aggregate, paper: list[PaperEntry]) -> list[str]:
     rows = comparison_rows(agg, paper)
-    if not rows:
+    missing = [row["entry"] for row in rows if row["group"] is None]
+    rows = [row for row in rows if row["group"] is not None]
+    if not rows and not missing:
         return []
     lines = [
         "## Ours beside the paper",
@@ -129,13 +133,17 @@ def _paper_section(agg: Aggregate, paper: list[PaperEntry]) -> list[str]:
     for row in rows:
         entry, group, stat = row["entry"], row["group"], row["stat"]
         paper_cell = ("≈ " if entry.approx else "") + f"{entry.value:g}" + (f" ± {entry.std:g}" if entry.std else "")
-        name = agg.label(group) if group else f"{entry.variant} (not run)"
+        name = agg.label(group)
         if entry.describe():
             name += f" [{entry.describe()}]"
         ours = "—" if stat is None else stat.format() + (" (×100)" if row["scaled"] else "")
         seeds = f"{stat.n if stat else 0} / {entry.seeds or '?'}"
         delta = "—" if stat is None else f"{stat.mean - entry.value:+.4g}"
-        lines.append(f"| {entry.source} | {entry.task} | {name} | {entry.kind} {entry.metric} | {paper_cell} | {ours} | {seeds} | {delta} |")
+        cells = [entry.source, entry.task, name, f"{entry.kind} {entry.metric}", paper_cell, ours, seeds, delta]
+        lines.append("| " + " | ".join(cells) + " |")
+    if missing:
+        not_run = sorted({f"{e.source} {e.task}/{e.variant}" + (f" [{e.condition()}]" if e.where else "") for e in missing})
+        lines += ["", "Paper numbers for these tasks without a matching run group: " + "; ".join(not_run) + "."]
     return lines + [""]
 
 
@@ -171,7 +179,7 @@ def _problem_section(runs: list[Run]) -> list[str]:
     for r in flagged:
         error = (r.summary or {}).get("error")
         notes = [*r.problems, *([f"error: {error}"] if error else [])]
-        lines.append(f"| {r.path} | {r.status} | {r.step if r.step is not None else '—'} | {'; '.join(notes) or '—'} |")
+        lines.append(f"| {_display(r.path)} | {r.status} | {r.step if r.step is not None else '—'} | {'; '.join(notes) or '—'} |")
     return lines + [""]
 
 
@@ -201,6 +209,14 @@ def _write_runs_csv(agg: Aggregate, path: Path) -> None:
                                  (r.summary or {}).get("total_steps"), "; ".join(r.problems)])
         for r in agg.ungroupable:
             writer.writerow([r.path, "", "", "", "", r.status, r.step, "", "; ".join(r.problems)])
+
+
+def _display(path: Path) -> str:
+    """A run's path relative to the working directory when it lies below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _stat_cells(stat: Stat | None) -> list[Any]:

@@ -27,7 +27,6 @@ from typing import Iterator, Optional
 import numpy as np
 import sacrebleu
 import torch
-import torch.nn.functional as F
 from omegaconf import MISSING, DictConfig, OmegaConf
 from torch import nn
 
