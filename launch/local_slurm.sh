@@ -14,6 +14,7 @@
 # default 6817), +1 slurmd, +2 slurmdbd, +3 MariaDB, all bound to 127.0.0.1.
 # Daemons are started by hand (no systemd): munged as the munge user, the others as root.
 set -euo pipefail
+export PATH=$PATH:/usr/sbin:/sbin
 
 DIR=${RADAM_REPRO_SLURM_DIR:-/tmp/radam_repro_slurm}
 PORT=${RADAM_REPRO_SLURM_PORT:-6817}
@@ -55,10 +56,9 @@ alive() { [[ -r /proc/$1/stat && $(ps -o stat= -p "$1") != Z* ]]; }
 ensure_packages() {
   local missing=()
   for exe in slurmctld slurmd slurmdbd sinfo sacctmgr munged mungekey mariadbd mariadb-install-db; do
-    command -v "$exe" >/dev/null || PATH=$PATH:/usr/sbin:/sbin command -v "$exe" >/dev/null || missing+=("$exe")
+    command -v "$exe" >/dev/null || missing+=("$exe")
   done
   [[ ${#missing[@]} -eq 0 ]] && return 0
-  [[ $(id -u) -eq 0 ]] || die "missing ${missing[*]}; install them as root: apt-get install -y --no-install-recommends ${PACKAGES[*]}"
   say "installing ${PACKAGES[*]} (missing: ${missing[*]})"
   export DEBIAN_FRONTEND=noninteractive
   apt-get install -y -q --no-install-recommends "${PACKAGES[@]}" >"$DIR/apt.log" 2>&1 ||
@@ -169,14 +169,15 @@ start_mariadbd() {
     --bind-address=127.0.0.1 --port=$((PORT + 3)) --skip-name-resolve --user=root \
     --innodb-buffer-pool-size=64M --innodb-lock-wait-timeout=900 --log-error="$LOG/mariadbd.log" \
     </dev/null >>"$LOG/mariadbd.log" 2>&1 &
-  wait_for "MariaDB" 60 db_sql "SELECT 1" || return 1
+  WATCH_PID=$! wait_for "MariaDB" 60 db_sql "SELECT 1" || return 1
   db_sql "CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'slurm';
           GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';"
 }
 
 start_slurmdbd() {
   slurmdbd
-  wait_for "slurmdbd" 60 timeout 10 sacctmgr -n list cluster || return 1
+  wait_for "slurmdbd's pid file" 30 running_pid slurmdbd || return 1
+  WATCH_PID=$(running_pid slurmdbd) wait_for "slurmdbd" 60 timeout 10 sacctmgr -n list cluster || return 1
   [[ -n $(sacctmgr -n -P list cluster format=cluster "$CLUSTER") ]] ||
     sacctmgr -i add cluster "$CLUSTER" >/dev/null
 }
@@ -184,12 +185,14 @@ start_slurmdbd() {
 start_slurmctld() { slurmctld -f "$SLURM_CONF"; }
 start_slurmd() { slurmd -f "$SLURM_CONF"; }
 
-# wait_for <what> <seconds> <command...>: retry the command until it succeeds.
+# [WATCH_PID=<pid>] wait_for <what> <seconds> <command...>: retry the command until it succeeds;
+# give up early when the process WATCH_PID has died.
 wait_for() {
   local what=$1 limit=$2 deadline=$((SECONDS + $2))
   shift 2
   until "$@" >/dev/null 2>&1; do
     ((SECONDS < deadline)) || { say "$what did not answer within ${limit}s"; return 1; }
+    [[ -z ${WATCH_PID:-} ]] || alive "$WATCH_PID" || { say "$what: process $WATCH_PID died"; return 1; }
     sleep 0.5
   done
 }
@@ -197,26 +200,29 @@ wait_for() {
 queue_empty() { [[ -z $(squeue -h -o %A 2>/dev/null) ]]; }
 
 node_state() { sinfo -h -N -o %T 2>/dev/null | head -1; }
+node_ready() { [[ $(node_state) =~ ^(idle|mixed|allocated|completing)$ ]]; }   # "idle*": not responding
 
 show_logs() {
   for f in "$MUNGE/munged.log" "$LOG"/mariadbd.log "$LOG"/slurmdbd.log "$LOG"/slurmctld.log "$LOG"/slurmd.log; do
-    [[ -f $f ]] && { echo "----- tail $f"; tail -15 "$f"; }
+    if [[ -f $f ]]; then echo "----- tail $f"; tail -15 "$f"; fi
   done >&2
 }
 
 cmd_start() {
   local t0=$SECONDS
+  [[ $(id -u) -eq 0 ]] || die "run 'start' as root: it installs packages and starts munged (as munge) and the SLURM daemons"
   mkdir -p "$DIR"
   ensure_packages
   write_configs
   for d in "${DAEMONS[@]}"; do
     if running_pid "$d" >/dev/null; then continue; fi
-    "start_$d" || { show_logs; die "could not start $d"; }
+    "start_$d" || { show_logs; die "could not start $d (logs above; ports taken by another cluster? set RADAM_REPRO_SLURM_PORT)"; }
     wait_for "$d" 30 running_pid "$d" || { show_logs; die "$d did not write $(pid_file "$d")"; }
   done
   local limit=$((t0 + WAIT_S))
-  until [[ $(node_state) == idle* || $(node_state) == mixed* || $(node_state) == allocated* ]]; do
+  until node_ready; do
     ((SECONDS < limit)) || { sinfo -N >&2 || true; show_logs; die "node not idle after ${WAIT_S}s (state: '$(node_state)')"; }
+    for d in slurmctld slurmd; do running_pid $d >/dev/null || { show_logs; die "$d died"; }; done
     sleep 0.5
   done
   wait_for "sacctmgr" 30 timeout 10 sacctmgr -n list cluster || { show_logs; die "accounting (slurmdbd) does not answer"; }
@@ -227,10 +233,10 @@ cmd_start() {
 cmd_stop() {
   if running_pid slurmctld >/dev/null; then
     local jobs
-    jobs=$(squeue -h -o %A 2>/dev/null | sort -u | tr '\n' ' ')
-    if [[ -n ${jobs// /} ]]; then
-      say "cancelling jobs: $jobs"
-      scancel $jobs || true
+    mapfile -t jobs < <(squeue -h -o %A 2>/dev/null | sort -u)
+    if [[ ${#jobs[@]} -gt 0 ]]; then
+      say "cancelling jobs: ${jobs[*]}"
+      scancel "${jobs[@]}" || true
       wait_for "job cancellation" 20 queue_empty || true
     fi
   fi
@@ -250,7 +256,7 @@ cmd_status() {
   done
   if [[ $ok -eq 0 ]]; then
     echo "node: $(node_state)"
-    [[ $(node_state) == idle* || $(node_state) == mixed* || $(node_state) == allocated* ]] || ok=3
+    node_ready || ok=3
   fi
   echo "export SLURM_CONF=$SLURM_CONF"
   return $ok

@@ -44,6 +44,7 @@ class OptimizerConfig:
 class TrainerConfig:
     max_steps: Optional[int] = None  # a budget that cuts any recipe short (schedules keep the recipe's length)
     device: str = "auto"  # auto (cuda if present) | cpu | cuda | cuda:N
+    devices: int = 1  # N > 1: DDP over N processes (nccl on GPU, gloo on CPU), same global batch (radam_repro/distributed.py)
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with a GradScaler)
     compile: bool = False  # torch.compile the model
     eval_every: Optional[int] = None  # steps between evaluations; None: once per epoch

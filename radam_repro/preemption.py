@@ -64,15 +64,17 @@ class Preemption:
     def stop(self) -> None:
         """After the checkpoint is saved: requeue this SLURM job (USR2) or exit (SIGTERM). Never returns.
 
-        Under submitit, its USR2 handler does the requeue so that its bookkeeping stays right
-        (the resubmitted pickle, the timeout countdown ``max_num_timeout``); in a plain ``sbatch``
-        job, ``scontrol requeue``. The exit is a ``SystemExit``: let it propagate.
+        In a submitit task, submitit's USR2 handler does the requeue, so that its bookkeeping stays
+        right (the resubmitted pickle, the ``max_num_timeout`` countdown); it acts on SLURM rank 0
+        and returns on the others. In a plain ``sbatch`` job, rank 0 runs ``scontrol requeue``.
+        A process that submitit started without giving it the handler (e.g. a spawned DDP worker)
+        only exits. The exit is a ``SystemExit``: let it propagate.
         """
         if self.received == REQUEUE_SIGNAL:
             handler = self._previous.get(REQUEUE_SIGNAL)
             if callable(handler):
-                handler(REQUEUE_SIGNAL, None)  # submitit: requeue + sys.exit on rank 0; returns elsewhere
-            elif os.environ.get("SLURM_JOB_ID") and int(os.environ.get("SLURM_PROCID", "0")) == 0:
+                handler(REQUEUE_SIGNAL, None)
+            elif "SLURM_JOB_ID" in os.environ and "SUBMITIT_EXECUTOR" not in os.environ and _is_rank_zero():
                 subprocess.run(["scontrol", "requeue", slurm_job_id()], check=True, timeout=60)
         name = self.received.name if self.received else "a stop request"
         sys.exit(f"[radam_repro] stopped after {name}; the checkpoint is saved, rerun (or requeue) to resume")
@@ -81,6 +83,14 @@ class Preemption:
         """Put the previous handlers back (e.g. when the loop ends without a signal)."""
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def _is_rank_zero() -> bool:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("SLURM_PROCID", "0")) == 0
 
 
 def slurm_job_id() -> str:

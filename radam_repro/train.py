@@ -3,6 +3,8 @@
 batches -> loss -> backward -> clip -> optimizer step -> schedule -> log -> evaluate -> checkpoint.
 A run resumes from its folder's latest checkpoint (bit-identical on CPU: model, optimizer,
 schedule, RNG and data position are restored); a non-finite loss ends it as ``diverged``.
+With ``trainer.devices=N`` (or under torchrun / SLURM tasks) N DDP ranks each train on a shard of
+every global batch (:mod:`radam_repro.distributed`); rank 0 alone writes the run folder and evaluates.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from radam_repro import optim, tasks
+from radam_repro import distributed, optim, tasks
+from radam_repro.distributed import Ranks
 from radam_repro.logging import Loggers
 from radam_repro.logging.statistics import histogram_record, is_histogram_step, summarize_variance
 from radam_repro.run_dir import RunDir
@@ -32,15 +35,7 @@ from radam_repro.run_dir import RunDir
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 HIGHER_IS_BETTER = ("acc", "bleu")
 SCORES = ("loss", "nll_loss", "ppl", "acc", "bleu")  # metrics tracked in summary["best"]
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"trainer.device={name} but CUDA is not available here; use trainer.device=cpu or auto")
-    return device
+COUNTS = ("ntokens",)  # per-step metrics that add up over DDP ranks; the others are averaged
 
 
 def seed_everything(seed: int) -> None:
@@ -51,8 +46,8 @@ def seed_everything(seed: int) -> None:
 
 def rng_state() -> dict[str, Any]:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()  # the current device's: each rank owns one
     return state
 
 
@@ -61,7 +56,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def run_metadata(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
@@ -117,29 +112,49 @@ def rows_from_eval(step: int, epoch: float, metrics: dict[str, float]) -> list[d
 
 def train(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     """Run one cell into ``out_dir`` and return its summary (also written to summary.json)."""
-    run = RunDir(out_dir)
-    with run.lock():
-        prior = run.read_summary()
-        if cfg.trainer.resume and prior and prior.get("status") in ("completed", "diverged"):
-            print(f"[radam_repro] {run.path} already {prior['status']}; nothing to do")
-            return prior
-        if cfg.trainer.threads:
-            torch.set_num_threads(cfg.trainer.threads)
-        device = pick_device(cfg.trainer.device)
-        if cfg.trainer.precision not in PRECISIONS:
-            raise ValueError(f"unknown trainer.precision={cfg.trainer.precision!r}; choose fp32, bf16 or fp16")
-        seed_everything(cfg.seed)
-        started = time.time()
-        try:
-            return _train(cfg, run, device, started)
-        except Exception as e:
-            run.write_summary(status="failed", error=f"{type(e).__name__}: {e}", wall_s=time.time() - started)
-            raise
+    if distributed.must_spawn(cfg.trainer.devices):
+        return _spawn(cfg, RunDir(out_dir))
+    if cfg.trainer.threads:
+        torch.set_num_threads(cfg.trainer.threads)
+    with distributed.process_group(cfg.trainer.device, cfg.trainer.devices) as ranks:
+        run = RunDir(out_dir)
+        with run.lock() if ranks.is_main else nullcontext():
+            prior = ranks.broadcast(run.read_summary() if ranks.is_main else None)
+            if cfg.trainer.resume and prior and prior.get("status") in ("completed", "diverged"):
+                if ranks.is_main:
+                    print(f"[radam_repro] {run.path} already {prior['status']}; nothing to do")
+                return prior
+            if cfg.trainer.precision not in PRECISIONS:
+                raise ValueError(f"unknown trainer.precision={cfg.trainer.precision!r}; choose fp32, bf16 or fp16")
+            seed_everything(cfg.seed)
+            started = time.time()
+            try:
+                return _train(cfg, run, ranks, started)
+            except Exception as e:
+                if ranks.is_main:
+                    run.write_summary(status="failed", error=f"{type(e).__name__}: {e}", wall_s=time.time() - started)
+                raise
 
 
-def _train(cfg: DictConfig, run: RunDir, device: torch.device, started: float) -> dict[str, Any]:
+def _spawn(cfg: DictConfig, run: RunDir) -> dict[str, Any]:
+    """``trainer.devices=N`` outside a launcher: N rank processes run :func:`train`; their result is rank 0's summary."""
+    resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))  # children have no Hydra context
+    try:
+        distributed.spawn(train, cfg.trainer.devices, cfg.trainer.device, resolved, run.path)
+    except Exception as e:  # a rank other than 0 failed: rank 0 was stopped before it could say so
+        prior = run.read_summary() or {}
+        if prior.get("status") in (None, "running"):
+            run.write_summary(**{**prior, "status": "failed", "error": str(e).strip().splitlines()[-1]})
+        raise
+    return run.read_summary()
+
+
+def _train(cfg: DictConfig, run: RunDir, ranks: Ranks, started: float) -> dict[str, Any]:
+    device = ranks.device
     task = tasks.build(cfg.task, seed=cfg.seed, device=device)
     model = task.model.to(device)
+    if ranks.rank:
+        seed_everything(distributed.rank_seed(cfg.seed, ranks.rank))
     optimizer = optim.build(cfg.optimizer, model.parameters())
     total_steps = task.total_steps
     scheduler = optim.lambda_lr(optimizer, optim.build_schedule(cfg.optimizer, task.decay, total_steps))
@@ -156,49 +171,59 @@ def _train(cfg: DictConfig, run: RunDir, device: torch.device, started: float) -
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         scaler.load_state_dict(checkpoint["scaler"])
-        task.load_state_dict(checkpoint["task"])
-        set_rng_state(checkpoint["rng"])
-        step, best, pending, wall_before = checkpoint["step"], checkpoint["best"], checkpoint["pending"], checkpoint["wall_s"]
-        run.truncate_metrics(step)
-        print(f"[radam_repro] resuming {run.path} from step {step}")
-    else:
+        own = _rank_state(checkpoint, ranks, run)
+        task.load_state_dict(own["task"])
+        set_rng_state(own["rng"])
+        step, best, pending, wall_before = checkpoint["step"], checkpoint["best"], own["pending"], checkpoint["wall_s"]
+        if ranks.is_main:
+            run.truncate_metrics(step)
+            print(f"[radam_repro] resuming {run.path} from step {step}")
+    elif ranks.is_main:
         for stale in (run.metrics_path, *run.histograms.glob("*.json"), *run.checkpoints.glob("*.pt")):
             stale.unlink(missing_ok=True)
-    run.write_config(cfg)
-    run.write_json("meta.json", {**run_metadata(cfg, device), "resumed_from_step": step or None})
-    logs = Loggers(cfg, run)
+    if ranks.is_main:
+        run.write_config(cfg)
+        run.write_json("meta.json", {**run_metadata(cfg, device), "resumed_from_step": step or None, "world_size": ranks.world})
+    logs = Loggers(cfg, run) if ranks.is_main else distributed.Silent()
 
     def summary(status: str, **extra: Any) -> dict[str, Any]:
         out = dict(status=status, step=step, total_steps=total_steps, max_steps=max_steps, best=best,
                    wall_s=wall_before + time.time() - started, error=None, diverged_step=None, final={})
         out.update(extra)
-        run.write_summary(**out)
+        if ranks.is_main:
+            run.write_summary(**out)
         return out
 
     def save() -> None:
-        state = dict(step=step, model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                     scaler=scaler.state_dict(), task=task.state_dict(), rng=rng_state(), best=best,
-                     pending=[float(x) for x in pending], wall_s=wall_before + time.time() - started)
-        run.save_checkpoint(state, step, keep=cfg.trainer.keep_checkpoints)
+        """Rank 0 writes the shared state and every rank's own (RNG, task stream, unlogged losses)."""
+        own = ranks.gather(dict(rng=rng_state(), task=task.state_dict(), pending=[float(x) for x in pending]))
+        if ranks.is_main:
+            state = dict(step=step, model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                         scaler=scaler.state_dict(), ranks=own, best=best, wall_s=wall_before + time.time() - started)
+            run.save_checkpoint(state, step, keep=cfg.trainer.keep_checkpoints)
 
     def evaluate() -> None:
-        model.eval()
-        metrics = task.evaluate(model)
-        model.train()
-        logs.log(rows_from_eval(step, step / task.steps_per_epoch, metrics))
-        best.update({k: v for k, v in metrics.items() if better(k, v, best.get(k))})
+        if ranks.is_main:
+            model.eval()
+            metrics = task.evaluate(model)
+            model.train()
+            logs.log(rows_from_eval(step, step / task.steps_per_epoch, metrics))
+            best.update({k: v for k, v in metrics.items() if better(k, v, best.get(k))})
+        ranks.barrier()
 
     summary("running")
-    train_model = torch.compile(model) if cfg.trainer.compile else model
+    train_model = ranks.wrap(model)  # DDP over the ranks, or the model itself
+    train_model = torch.compile(train_model) if cfg.trainer.compile else train_model
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
     extras: dict[str, list[torch.Tensor]] = {}
     grad_norms: list[torch.Tensor] = []
-    progress = _progress(cfg, step, max_steps)
+    progress = _progress(cfg, step, max_steps) if ranks.is_main else None
     tick, tick_step = time.time(), step
     model.train()
     while step < max_steps:
         epoch = step // task.steps_per_epoch
         for batch in task.train_batches(epoch, step % task.steps_per_epoch):
+            batch = task.shard(batch, ranks.rank, ranks.world) if ranks.world > 1 else batch
             step += 1
             with autocast:
                 loss, metrics = task.loss(train_model, batch)
@@ -212,7 +237,7 @@ def _train(cfg: DictConfig, run: RunDir, device: torch.device, started: float) -
             pending.append(loss.detach().float())
             for key, value in metrics.items():
                 extras.setdefault(key, []).append(value.detach().float())
-            if cfg.trainer.histograms and is_histogram_step(step):
+            if ranks.is_main and cfg.trainer.histograms and is_histogram_step(step):
                 record = histogram_record(step, optimizer, names)
                 logs.histogram(step, record)
                 logs.log([{"step": step, "epoch": step / task.steps_per_epoch, "split": "train",
@@ -220,12 +245,13 @@ def _train(cfg: DictConfig, run: RunDir, device: torch.device, started: float) -
             optimizer.zero_grad(set_to_none=True)
 
             if step % cfg.trainer.log_every == 0 or step == max_steps:
-                losses = torch.stack([torch.as_tensor(x) for x in pending]).tolist()
+                losses = ranks.mean(torch.stack([torch.as_tensor(x, device=device) for x in pending])).tolist()
                 bad = next((i for i, x in enumerate(losses) if not math.isfinite(x)), None)
                 if bad is not None:
                     diverged_at = step - len(losses) + bad + 1
                     logs.log([{"step": diverged_at, "epoch": diverged_at / task.steps_per_epoch, "split": "train", "loss": losses[bad]}])
-                    print(f"[radam_repro] diverged: non-finite loss at step {diverged_at}")
+                    if ranks.is_main:
+                        print(f"[radam_repro] diverged: non-finite loss at step {diverged_at}")
                     result = summary("diverged", diverged_step=diverged_at, final={"train/loss": losses[bad]})
                     logs.finish(result)
                     return result
@@ -233,7 +259,7 @@ def _train(cfg: DictConfig, run: RunDir, device: torch.device, started: float) -
                 row = {"step": step, "epoch": step / task.steps_per_epoch, "split": "train",
                        "loss": sum(losses) / len(losses), "lr": optimizer.param_groups[0]["lr"],
                        "multiplier": _multiplier(optimizer), "steps_per_s": (step - tick_step) / max(now - tick, 1e-9)}
-                row.update({k: torch.stack(v).mean().item() for k, v in extras.items()})
+                row.update({k: (ranks.sum if k in COUNTS else ranks.mean)(torch.stack(v)).mean().item() for k, v in extras.items()})
                 if grad_norms:
                     row["grad_norm"] = torch.stack(grad_norms).mean().item()
                 logs.log([row])
@@ -249,6 +275,8 @@ def _train(cfg: DictConfig, run: RunDir, device: torch.device, started: float) -
                 break
     if progress is not None:
         progress.close()
+    if not ranks.is_main:
+        return summary("completed")  # rank 0 alone runs the final evaluation and writes the result
     model.eval()
     final = task.final_evaluation(model, run.path)
     logs.log(rows_from_eval(step, step / task.steps_per_epoch, final))
@@ -256,6 +284,15 @@ def _train(cfg: DictConfig, run: RunDir, device: torch.device, started: float) -
     result = summary("completed", final=final)
     logs.finish(result)
     return result
+
+
+def _rank_state(checkpoint: dict[str, Any], ranks: Ranks, run: RunDir) -> dict[str, Any]:
+    """This rank's RNG, task-stream state and unlogged losses from a checkpoint written by as many ranks."""
+    saved = checkpoint.get("ranks", [checkpoint])  # checkpoints from before DDP hold one rank's state at the top
+    if len(saved) != ranks.world:
+        raise ValueError(f"{run.checkpoints} was written by {len(saved)} DDP process(es), this run has {ranks.world}; "
+                         f"resume it with trainer.devices={len(saved)}, or start afresh with trainer.resume=false")
+    return saved[ranks.rank]
 
 
 def _multiplier(optimizer: torch.optim.Optimizer) -> float:

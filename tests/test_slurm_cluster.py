@@ -17,8 +17,7 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
-
-submitit = pytest.importorskip("submitit")
+import submitit
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONF = Path(os.environ.get("RADAM_REPRO_SLURM_DIR", "/tmp/radam_repro_slurm")) / "etc" / "slurm.conf"

@@ -4,7 +4,7 @@
   code's commented-out TensorBoard logging used log(|x| + 1e-9)) at steps
   1, 5, 10, 25, 50, 75, 100, 150, 200 and then every 300.
 * The spread of the adaptive learning rate psi = 1 / (sqrt(v_hat) + eps) across the coordinates
-  of each parameter tensor (Sec. 3: its variance is what warmup and rectification tame).
+  of each parameter tensor that have seen a gradient (Sec. 3: its variance is what warmup and rectification tame).
 """
 
 from __future__ import annotations
@@ -47,7 +47,11 @@ def optimizer_histograms(optimizer: torch.optim.Optimizer) -> dict[str, dict[str
 
 
 def adaptive_lr_variance(optimizer: torch.optim.Optimizer, names: dict[torch.Tensor, str]) -> dict[str, float]:
-    """Per parameter tensor, Var over coordinates of psi = 1 / (sqrt(v_t / (1 - beta2^t)) + eps)."""
+    """Per parameter tensor, Var over coordinates of psi = 1 / (sqrt(v_t / (1 - beta2^t)) + eps).
+
+    Coordinates that never received a gradient (v = 0, e.g. padding embeddings) have no adaptive
+    learning rate yet and are left out (masked sums, no host sync).
+    """
     keys, values = [], []
     for group in optimizer.param_groups:
         beta2, eps = group.get("betas", (0.0, 0.999))[1], group.get("eps", 1e-8)
@@ -55,10 +59,13 @@ def adaptive_lr_variance(optimizer: torch.optim.Optimizer, names: dict[torch.Ten
             state = optimizer.state.get(p, {})
             if "exp_avg_sq" not in state or p.numel() < 2:
                 continue
-            t = float(state["step"])
-            psi = 1.0 / ((state["exp_avg_sq"].float() / (1.0 - beta2**t)).sqrt() + eps)
+            v = state["exp_avg_sq"].float()
+            seen = (v > 0).float()
+            psi = 1.0 / ((v / (1.0 - beta2 ** float(state["step"]))).sqrt() + eps)
+            n = seen.sum()
+            mean = (psi * seen).sum() / n.clamp_min(1)
             keys.append(names.get(p, f"param{len(keys)}"))
-            values.append(psi.var())
+            values.append((((psi - mean) ** 2) * seen).sum() / (n - 1).clamp_min(1))
     if not values:
         return {}
     return dict(zip(keys, torch.stack(values).tolist()))

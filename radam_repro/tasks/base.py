@@ -15,6 +15,8 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from radam_repro.distributed import shard_rows
+
 
 @dataclass
 class Decay:
@@ -64,6 +66,17 @@ class Task:
         loop averages them over its logging interval.
         """
         raise NotImplementedError
+
+    def shard(self, batch: Any, rank: int, world: int) -> Any:
+        """Rank ``rank``'s part of the global ``batch`` when ``world`` DDP processes train together.
+
+        Default: slice ``rank`` of ``world`` equal slices along dim 0 of every tensor (tuple, list
+        or dict batches); a batch size not divisible by ``world`` is an error. With equal shards a
+        per-shard mean loss keeps DDP's averaged gradient (1/W)·Σ_r ∇mean_r equal to ∇mean of the
+        global batch. Override where the batch has another layout or carries totals (token counts).
+        Layers that mix samples (BatchNorm) see only the shard's statistics: there it is approximate.
+        """
+        return shard_rows(batch, rank, world, dim=0)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:

@@ -9,7 +9,7 @@ epoch. ``lm1b_small`` is the same code on the staged held-out shard with a small
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterator, Optional
 
 import numpy as np
@@ -19,6 +19,7 @@ from torch import nn
 
 from radam_repro.data.lm1b import LM1B_HELDOUT, LM1B_TRAIN, LMBatch, ShardStream, open_corpus, stream_rows, windows
 from radam_repro.data.lm_corpus import unigram_perplexity
+from radam_repro.distributed import shard_rows
 from radam_repro.models.lstm_lm import Hidden, LSTMLanguageModel
 from radam_repro.tasks.base import Decay, Task
 
@@ -83,6 +84,15 @@ class LanguageModelTask(Task):
                     f"the task's hidden state belongs to batch {self.position} (epoch, index), but training "
                     f"continues at batch {start} of epoch {epoch}; load the task state_dict saved with that step")
             yield batch.to(self.device)
+
+    def shard(self, batch: LMBatch, rank: int, world: int) -> LMBatch:
+        """Rank ``rank``'s equal share of the ``batch_size`` token streams: columns of the (bptt, batch) window.
+
+        Each rank carries the hidden state of its own streams; the mean NLL over equal shards
+        averages to the global batch's mean exactly.
+        """
+        return replace(batch, inputs=shard_rows(batch.inputs, rank, world, dim=1),
+                       targets=shard_rows(batch.targets, rank, world, dim=1))
 
     def loss(self, model: nn.Module, batch: LMBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Mean NLL per token of the window; the hidden state carries on to the next window."""

@@ -134,6 +134,24 @@ def label_smoothed_nll_loss(logits: torch.Tensor, target: torch.Tensor, epsilon:
     return (1.0 - epsilon) * nll + epsilon / lprobs.size(-1) * smooth, nll
 
 
+def shard_sentences(batch: dict, rank: int, world: int) -> dict:
+    """Rank ``rank``'s sentences of a global batch (``world`` near-equal parts) for DDP.
+
+    Each shard keeps ``ntokens`` = N/W, N the global batch's target tokens, so rank r's loss is
+    L_r = W·S_r/N with S_r its summed token loss, and DDP's mean (1/W)·Σ_r L_r = Σ_r S_r/N is the
+    single-process loss exactly, however the tokens fall (token-based batches, uneven splits).
+    Shards keep the global padding width. Summed over ranks, the logged ``ntokens`` is N.
+    """
+    sentences = len(batch["target"])
+    if sentences < world:
+        raise ValueError(f"a batch of {sentences} sentences cannot feed {world} processes; "
+                         "raise task.max_tokens (or task.batch_size), or lower trainer.devices")
+    lo, hi = rank * sentences // world, (rank + 1) * sentences // world
+    shard = {key: value[lo:hi] for key, value in batch.items() if key != "ntokens"}
+    shard["ntokens"] = batch["ntokens"] / world
+    return shard
+
+
 def checkpoint_step(path: Path) -> int:
     return int(re.search(r"step_(\d+)\.pt$", path.name).group(1))
 
@@ -189,6 +207,9 @@ class TranslationTask(Task):
         train = self.data.splits[self.cfg.train_split]
         for index in order[start:]:
             yield collate(train, self.batches[index], self.device)
+
+    def shard(self, batch: dict, rank: int, world: int) -> dict:
+        return shard_sentences(batch, rank, world)
 
     def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         logits = model(batch["src_tokens"], batch["prev_output_tokens"])
@@ -284,6 +305,9 @@ class SyntheticTranslationTask(Task):
     def train_batches(self, epoch: int, start: int = 0) -> Iterator[dict]:
         for index in range(start, self.steps_per_epoch):
             yield self.data.batch(self.seed, epoch * self.steps_per_epoch + index, self.cfg.batch_size, self.device)
+
+    def shard(self, batch: dict, rank: int, world: int) -> dict:
+        return shard_sentences(batch, rank, world)
 
     def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         logits = model(batch["src_tokens"], batch["prev_output_tokens"])
