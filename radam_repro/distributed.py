@@ -29,6 +29,9 @@ from torch import nn
 
 # Ranks other than 0 wait this long at a barrier while rank 0 evaluates.
 COLLECTIVE_TIMEOUT = timedelta(hours=1)
+# Modules whose parameters a step may not use: an adaptive softmax's tail clusters get no gradient
+# on a rank whose shard has no target in them.
+CONDITIONAL_MODULES = (nn.AdaptiveLogSoftmaxWithLoss,)
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
@@ -146,13 +149,14 @@ class Ranks:
     def wrap(self, model: nn.Module) -> nn.Module:
         """DDP for several ranks (parameters broadcast from rank 0, gradients averaged in backward).
 
-        ``find_unused_parameters``: a step may leave parameters without gradient on some rank
-        (adaptive-softmax clusters no target of the shard falls in).
+        DDP looks for parameters left without gradient by a step only in models that can leave
+        some (:data:`CONDITIONAL_MODULES`); elsewhere the search would cost a graph walk per step.
         """
         if self.world == 1:
             return model
         device_ids = [self.device.index] if self.device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
+        unused = any(isinstance(m, CONDITIONAL_MODULES) for m in model.modules())
+        return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=unused)
 
 
 @contextmanager

@@ -19,7 +19,7 @@ def demo_sweep(tmp_path_factory):
     from conftest import run_cli
 
     runs = tmp_path_factory.mktemp("demo") / "runs"
-    proc = run_cli("experiment=demo", "hydra.sweeper.params.optimizer=adam,adam_warmup,radam", "seed=1,2",
+    proc = run_cli("experiment=demo", "optimizer=adam,adam_warmup,radam", "seed=1,2",
                    runs=runs, timeout=1500)
     return runs / "demo", proc
 
