@@ -4,7 +4,7 @@ Three ways to get the processes, one code path once they run::
 
     python -m radam_repro trainer.devices=N ...          # spawns N local processes itself
     torchrun --nproc_per_node=N -m radam_repro ...       # RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT
-    a SLURM job with N tasks (submitit or srun)          # SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID
+    a SLURM job step with N tasks (submitit or srun)     # SLURM_PROCID, SLURM_STEP_NUM_TASKS, SLURM_LOCALID
 
 nccl on GPU (rank -> ``cuda:LOCAL_RANK``), gloo on CPU. Every rank builds the same task and walks
 the same global batches; rank r trains on ``task.shard(batch, r, W)``. DDP averages gradients, so
@@ -34,15 +34,15 @@ COLLECTIVE_TIMEOUT = timedelta(hours=1)
 CONDITIONAL_MODULES = (nn.AdaptiveLogSoftmaxWithLoss,)
 
 
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    """``trainer.device``: auto (cuda if present) | cpu | cuda | cuda:N; rank processes use ``cuda:LOCAL_RANK``."""
+def pick_device(name: str, local_rank: int | None = None) -> torch.device:
+    """``trainer.device``: auto (cuda if present) | cpu | cuda | cuda:N; a DDP rank on GPU uses ``cuda:LOCAL_RANK``."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"trainer.device={name} but CUDA is not available here; use trainer.device=cpu or auto")
-    if device.type == "cuda" and local_rank:
-        device = torch.device("cuda", local_rank % torch.cuda.device_count())  # one GPU per task sees only cuda:0
+    if device.type == "cuda" and local_rank is not None:  # modulo: a task given one GPU sees it as cuda:0
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
     return device
 
 
@@ -51,8 +51,9 @@ def launched_rank() -> tuple[int, int, int] | None:
 
     torchrun (and :func:`spawn`) export RANK/WORLD_SIZE/LOCAL_RANK and MASTER_ADDR/PORT. A submitit
     job (SLURM or local executor) gets them from submitit's ``TorchDistributedEnvironment``; a plain
-    ``srun`` step from SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID, master = the job's first node and
-    port chosen from the job id as submitit does.
+    ``srun`` step from SLURM_PROCID/SLURM_STEP_NUM_TASKS/SLURM_LOCALID, master = the job's first
+    node and port chosen from the job id as submitit does. A batch script without ``srun`` is one
+    process whatever ``--ntasks`` says.
     """
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         rank, world, local = (int(os.environ.get(k, "0")) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
@@ -64,13 +65,13 @@ def launched_rank() -> tuple[int, int, int] | None:
             return None
         job.export(set_cuda_visible_devices=False, overwrite=True)
         rank, world, local = job.rank, job.world_size, job.local_rank
-    elif "SLURM_PROCID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+    elif int(os.environ.get("SLURM_STEP_NUM_TASKS", "1")) > 1:  # an srun step (a batch script has SLURM_NTASKS only)
         from submitit.slurm.slurm import SlurmJobEnvironment
 
         job = SlurmJobEnvironment()
         os.environ.setdefault("MASTER_ADDR", job.hostnames[0])
         os.environ.setdefault("MASTER_PORT", str(random.Random(job.job_id).randint(20000, 60000)))
-        rank, world, local = job.global_rank, job.num_tasks, job.local_rank
+        rank, world, local = job.global_rank, int(os.environ["SLURM_STEP_NUM_TASKS"]), job.local_rank
     else:
         return None
     return (rank, world, local) if world > 1 else None
@@ -162,13 +163,13 @@ class Ranks:
 @contextmanager
 def process_group(device_name: str, devices: int) -> Iterator[Ranks]:
     """The process group of a launched rank (torchrun / SLURM / :func:`spawn`), or a single process."""
-    rank, world, local_rank = launched_rank() or (0, 1, 0)
+    rank, world, local_rank = launched_rank() or (0, 1, None)
     if devices > 1 and devices != world:
         raise ValueError(f"trainer.devices={devices} but the launcher started {world} processes; "
                          f"set trainer.devices={world} (or leave it at 1 under a launcher)")
     device = pick_device(device_name, local_rank)
     if device.type == "cuda":
-        torch.cuda.set_device(device)
+        torch.cuda.set_device(device)  # the current device: rng_state(), gather_object
     if world == 1:
         yield Ranks(device)
         return

@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from radam_repro import distributed, optim, tasks
 from radam_repro.distributed import Ranks
 from radam_repro.logging import Loggers
 from radam_repro.logging.statistics import histogram_record, is_histogram_step, summarize_variance
-from radam_repro.run_dir import RunDir
+from radam_repro.run_dir import RunDir, RunFolderInUse
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 HIGHER_IS_BETTER = ("acc", "bleu")
@@ -142,9 +142,10 @@ def _spawn(cfg: DictConfig, run: RunDir) -> dict[str, Any]:
     try:
         distributed.spawn(train, cfg.trainer.devices, cfg.trainer.device, resolved, run.path)
     except Exception as e:  # a rank other than 0 failed: rank 0 was stopped before it could say so
-        prior = run.read_summary() or {}
-        if prior.get("status") in (None, "running"):
-            run.write_summary(**{**prior, "status": "failed", "error": str(e).strip().splitlines()[-1]})
+        with suppress(RunFolderInUse), run.lock():  # unless the folder belongs to another live run
+            prior = run.read_summary() or {}
+            if prior.get("status") in (None, "running"):
+                run.write_summary(**{**prior, "status": "failed", "error": str(e).strip().splitlines()[-1]})
         raise
     return run.read_summary()
 
@@ -259,7 +260,8 @@ def _train(cfg: DictConfig, run: RunDir, ranks: Ranks, started: float) -> dict[s
                 row = {"step": step, "epoch": step / task.steps_per_epoch, "split": "train",
                        "loss": sum(losses) / len(losses), "lr": optimizer.param_groups[0]["lr"],
                        "multiplier": _multiplier(optimizer), "steps_per_s": (step - tick_step) / max(now - tick, 1e-9)}
-                row.update({k: (ranks.sum if k in COUNTS else ranks.mean)(torch.stack(v)).mean().item() for k, v in extras.items()})
+                reduce = {k: ranks.sum if k in COUNTS else ranks.mean for k in extras}
+                row.update({k: reduce[k](torch.stack(v)).mean().item() for k, v in extras.items()})
                 if grad_norms:
                     row["grad_norm"] = torch.stack(grad_norms).mean().item()
                 logs.log([row])

@@ -1,10 +1,11 @@
-"""Shared fixtures: the staged data folder and a helper that runs the real CLI."""
+"""Shared fixtures: the staged data folder, a helper that runs the real CLI, the local SLURM cluster."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,51 @@ def cli(tmp_path):
 
     _run.runs = tmp_path / "runs"
     return _run
+
+
+DEFAULT_SLURM_CONF = Path(os.environ.get("RADAM_REPRO_SLURM_DIR", "/tmp/radam_repro_slurm")) / "etc" / "slurm.conf"
+# Jobs on the local 2-CPU node: one CPU, no GPU, no memory request, a limit long enough that
+# submitit counts a USR2 as a preemption, not a time-out (it needs >= 10 min of headroom).
+LOCAL_RESOURCES = ["hydra.launcher.gpus_per_node=null", "hydra.launcher.cpus_per_task=1",
+                   "hydra.launcher.mem_gb=null", "hydra.launcher.timeout_min=60"]
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    """The environment of a live cluster (SLURM_CONF, PYTHONPATH for jobs); skip or fail without one."""
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+           "OMP_NUM_THREADS": "1"}
+    if "SLURM_CONF" not in os.environ and DEFAULT_SLURM_CONF.is_file():
+        env["SLURM_CONF"] = str(DEFAULT_SLURM_CONF)
+    try:
+        proc = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], env={**os.environ, **env},
+                              capture_output=True, text=True, timeout=30)
+        problem = proc.stderr.strip() if proc.returncode or not proc.stdout.strip() else ""
+    except (FileNotFoundError, subprocess.TimeoutExpired) as e:
+        problem, proc = str(e), None
+    if problem:
+        message = (f"no SLURM cluster answers `sinfo` ({problem}); start the local one with "
+                   "`launch/local_slurm.sh start` and `eval \"$(launch/local_slurm.sh env)\"`")
+        if os.environ.get("RADAM_REPRO_REQUIRE_SLURM"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        yield proc.stdout.split()
+
+
+def sacct_states(job_id: str) -> list[str]:
+    """Every record of the job in accounting (-D: including the runs before a requeue), oldest first."""
+    out = subprocess.run(["sacct", "-D", "-X", "-n", "-P", "-j", job_id, "-o", "State"],
+                         capture_output=True, text=True, check=True, timeout=30).stdout
+    return out.split()
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while not (value := predicate()):
+        if time.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.2)
+    return value

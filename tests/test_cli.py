@@ -159,3 +159,13 @@ def test_two_runs_never_share_a_folder(tmp_path):
                 pass
     with RunDir(tmp_path / "r").lock():  # released: free again
         pass
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_runs_on_cpu(cli, precision):
+    cli("task=nmt_synthetic", "optimizer=radam", "task.model.layers=1", f"trainer.precision={precision}",
+        "trainer.max_steps=12", "trainer.log_every=4")
+    (run,) = run_folders(cli.runs)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["final"]["valid/loss"] < 4.0
+    assert [r["step"] for r in read_metrics(run) if r["split"] == "train" and "loss" in r] == [4, 8, 12]
