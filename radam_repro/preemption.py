@@ -25,6 +25,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from types import FrameType
 from typing import Any
 
@@ -36,9 +37,9 @@ class Preemption:
 
     def __init__(self) -> None:
         self.received: signal.Signals | None = None
-        self._previous: dict[signal.Signals, Any] = {
-            sig: signal.signal(sig, self._note) for sig in (REQUEUE_SIGNAL, signal.SIGTERM)
-        }
+        self._previous: dict[signal.Signals, Any] = {}
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            self._previous = {sig: signal.signal(sig, self._note) for sig in (REQUEUE_SIGNAL, signal.SIGTERM)}
 
     def _note(self, signum: int, frame: FrameType | None) -> None:
         sig = signal.Signals(signum)

@@ -30,6 +30,7 @@ from radam_repro import distributed, optim, tasks
 from radam_repro.distributed import Ranks
 from radam_repro.logging import Loggers
 from radam_repro.logging.statistics import histogram_record, is_histogram_step, summarize_variance
+from radam_repro.preemption import Preemption
 from radam_repro.run_dir import RunDir, RunFolderInUse
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -124,33 +125,43 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
                 if ranks.is_main:
                     print(f"[radam_repro] {run.path} already {prior['status']}; nothing to do")
                 return prior
+            if cfg.trainer.max_steps is not None and cfg.trainer.max_steps <= 0:
+                raise ValueError(f"trainer.max_steps={cfg.trainer.max_steps} must be a positive number of updates (or null: the recipe's)")
             if cfg.trainer.precision not in PRECISIONS:
                 raise ValueError(f"unknown trainer.precision={cfg.trainer.precision!r}; choose fp32, bf16 or fp16")
             seed_everything(cfg.seed)
             started = time.time()
+            preemption = Preemption()  # after submitit installed its handlers: USR2/SIGTERM only set a flag now
             try:
-                return _train(cfg, run, ranks, started)
+                return _train(cfg, run, ranks, started, preemption)
             except Exception as e:
                 if ranks.is_main:
                     run.write_summary(status="failed", error=f"{type(e).__name__}: {e}", wall_s=time.time() - started)
                 raise
+            finally:
+                preemption.restore()
 
 
 def _spawn(cfg: DictConfig, run: RunDir) -> dict[str, Any]:
     """``trainer.devices=N`` outside a launcher: N rank processes run :func:`train`; their result is rank 0's summary."""
     resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))  # children have no Hydra context
+    preemption = Preemption()  # SLURM signals the whole step: this parent waits until the ranks have saved
     try:
         distributed.spawn(train, cfg.trainer.devices, cfg.trainer.device, resolved, run.path)
     except Exception as e:  # a rank other than 0 failed: rank 0 was stopped before it could say so
+        if preemption.received is not None:  # the ranks saved and left on the signal: requeue / exit here
+            preemption.stop()
         with suppress(RunFolderInUse), run.lock():  # unless the folder belongs to another live run
             prior = run.read_summary() or {}
             if prior.get("status") in (None, "running"):
                 run.write_summary(**{**prior, "status": "failed", "error": str(e).strip().splitlines()[-1]})
         raise
+    finally:
+        preemption.restore()
     return run.read_summary()
 
 
-def _train(cfg: DictConfig, run: RunDir, ranks: Ranks, started: float) -> dict[str, Any]:
+def _train(cfg: DictConfig, run: RunDir, ranks: Ranks, started: float, preemption: Preemption) -> dict[str, Any]:
     device = ranks.device
     task = tasks.build(cfg.task, seed=cfg.seed, device=device)
     model = task.model.to(device)
@@ -273,6 +284,11 @@ def _train(cfg: DictConfig, run: RunDir, ranks: Ranks, started: float) -> dict[s
                 evaluate()
             if step % cfg.trainer.checkpoint_every == 0 or step == max_steps:
                 save()
+            # SLURM's USR2 (time limit, scancel --signal=USR2) or SIGTERM: checkpoint, then requeue or exit;
+            # with several ranks the flag is all-reduced at logging steps so that every rank stops together
+            if step < max_steps and (ranks.world == 1 or step % cfg.trainer.log_every == 0) and preemption.requested():
+                save()
+                preemption.stop()
             if step >= max_steps:
                 break
     if progress is not None:
@@ -290,7 +306,7 @@ def _train(cfg: DictConfig, run: RunDir, ranks: Ranks, started: float) -> dict[s
 
 def _rank_state(checkpoint: dict[str, Any], ranks: Ranks, run: RunDir) -> dict[str, Any]:
     """This rank's RNG, task-stream state and unlogged losses from a checkpoint written by as many ranks."""
-    saved = checkpoint.get("ranks", [checkpoint])  # checkpoints from before DDP hold one rank's state at the top
+    saved = checkpoint["ranks"]
     if len(saved) != ranks.world:
         raise ValueError(f"{run.checkpoints} was written by {len(saved)} DDP process(es), this run has {ranks.world}; "
                          f"resume it with trainer.devices={len(saved)}, or start afresh with trainer.resume=false")

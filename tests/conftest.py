@@ -65,9 +65,9 @@ LOCAL_RESOURCES = ["hydra.launcher.gpus_per_node=null", "hydra.launcher.cpus_per
                    "hydra.launcher.mem_gb=null", "hydra.launcher.timeout_min=60"]
 
 
-@pytest.fixture(scope="module")
-def slurm():
-    """The environment of a live cluster (SLURM_CONF, PYTHONPATH for jobs); skip or fail without one."""
+@pytest.fixture(scope="session")
+def slurm_env() -> tuple[dict[str, str], list[str]]:
+    """Asks ``sinfo`` once per session (a cluster that is down takes 30 s to say so); skip or fail without one."""
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
            "OMP_NUM_THREADS": "1"}
     if "SLURM_CONF" not in os.environ and DEFAULT_SLURM_CONF.is_file():
@@ -84,10 +84,17 @@ def slurm():
         if os.environ.get("RADAM_REPRO_REQUIRE_SLURM"):
             pytest.fail(message)
         pytest.skip(message)
+    return env, proc.stdout.split()
+
+
+@pytest.fixture(scope="module")
+def slurm(slurm_env):
+    """The environment of a live cluster (SLURM_CONF, PYTHONPATH for jobs); yields ``sinfo``'s node and state."""
+    env, nodes = slurm_env
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
             mp.setenv(key, value)
-        yield proc.stdout.split()
+        yield nodes
 
 
 def sacct_states(job_id: str) -> list[str]:

@@ -68,22 +68,27 @@ def test_six_paper_variants_multirun_write_complete_run_folders(cli, cifar_dir):
     assert seen == set(PAPER_VARIANTS)
 
 
-def test_kill_and_resume_is_bit_identical(tmp_path, cifar_dir):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_kill_and_resume_is_bit_identical(tmp_path, cifar_dir, sig):
+    """SIGKILL: resume from the last periodic checkpoint. SIGTERM (SLURM's preemption notice): the loop
+    checkpoints at the next step boundary and exits; the rerun resumes from there."""
     args = [*cifar_overrides(cifar_dir, steps=40), "optimizer=radam", "trainer.checkpoint_every=5", "trainer.eval_every=15"]
     env = {**os.environ, "RADAM_REPRO_DATA": str(data_root()), "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
     cmd = [sys.executable, "-m", "radam_repro", *args, "trainer.threads=1", "trainer.progress=false"]
 
     subprocess.run(cmd, cwd=ROOT, env={**env, "RADAM_REPRO_RUNS": str(tmp_path / "a")}, check=True, capture_output=True)
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**env, "RADAM_REPRO_RUNS": str(tmp_path / "b")},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if any(int(p.stem.split("_")[1]) >= 15 for p in (tmp_path / "b").rglob("step_*.pt")):
             break
         time.sleep(0.05)
     assert proc.poll() is None, "run ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 1 and "stopped after SIGTERM; the checkpoint is saved" in stderr
     (run_b,) = run_folders(tmp_path / "b")
     assert json.loads((run_b / "summary.json").read_text())["status"] == "running"
     resumed = subprocess.run(cmd, cwd=ROOT, env={**env, "RADAM_REPRO_RUNS": str(tmp_path / "b")}, check=True,

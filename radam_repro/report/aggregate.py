@@ -12,15 +12,16 @@ import math
 import re
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from radam_repro.report.runs import Run
 
-# The run-specific keys of configs/config.yaml's override_dirname exclusions, plus the seed.
-IGNORED_KEYS = {
-    "seed", "experiment", "data_root", "run_root", "task.data_dir", "trainer.device", "trainer.threads",
-    "trainer.progress", "trainer.resume", "trainer.log_every", "trainer.checkpoint_every",
-}
+# The run-specific keys: what configs/config.yaml leaves out of run-folder names, plus the seed.
+_PRIMARY_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "config.yaml"
+IGNORED_KEYS = {"seed", "group", *yaml.safe_load(_PRIMARY_CONFIG.read_text())["hydra"]["job"]["config"]["override_dirname"]["exclude_keys"]}
 IGNORED_PREFIXES = ("logger.", "hydra.")
 PATH_LIKE = re.compile(r"(^|[._])(dir|path|root|file|folder)$")
 # Grouping keys come in this order (the paper's axes), then alphabetically.
