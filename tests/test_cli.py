@@ -33,6 +33,7 @@ def read_metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_six_paper_variants_multirun_write_complete_run_folders(cli, cifar_dir):
     cli("-m", f"optimizer={','.join(PAPER_VARIANTS)}", "optimizer.warmup.steps=10", "optimizer.freeze_steps=8",
         *cifar_overrides(cifar_dir), timeout=900)

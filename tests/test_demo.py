@@ -11,6 +11,8 @@ import matplotlib.image
 import pytest
 import yaml
 
+pytestmark = pytest.mark.slow
+
 CHANCE = math.log(32)  # uniform over the 32-symbol vocabulary
 
 
