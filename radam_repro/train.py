@@ -135,8 +135,11 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
             try:
                 return _train(cfg, run, ranks, started, preemption)
             except Exception as e:
-                if ranks.is_main:
-                    run.write_summary(status="failed", error=f"{type(e).__name__}: {e}", wall_s=time.time() - started)
+                if ranks.is_main:  # keep what the run had reached (step, best, ...) from its last summary
+                    last = {"step": 0, "total_steps": None, "final": {}, "best": {}, "diverged_step": None,
+                            **(run.read_summary() or {})}
+                    run.write_summary(**{**last, "status": "failed", "error": f"{type(e).__name__}: {e}",
+                                         "wall_s": time.time() - started})
                 raise
             finally:
                 preemption.restore()
@@ -163,6 +166,8 @@ def _spawn(cfg: DictConfig, run: RunDir) -> dict[str, Any]:
 
 def _train(cfg: DictConfig, run: RunDir, ranks: Ranks, started: float, preemption: Preemption) -> dict[str, Any]:
     device = ranks.device
+    if ranks.is_main:
+        run.write_config(cfg)  # first, so that a run failing while it builds is still readable and groupable
     task = tasks.build(cfg.task, seed=cfg.seed, device=device)
     model = task.model.to(device)
     if ranks.rank:
@@ -194,7 +199,6 @@ def _train(cfg: DictConfig, run: RunDir, ranks: Ranks, started: float, preemptio
         for stale in (run.metrics_path, *run.histograms.glob("*.json"), *run.checkpoints.glob("*.pt")):
             stale.unlink(missing_ok=True)
     if ranks.is_main:
-        run.write_config(cfg)
         run.write_json("meta.json", {**run_metadata(cfg, device), "resumed_from_step": step or None, "world_size": ranks.world})
     logs = Loggers(cfg, run) if ranks.is_main else distributed.Silent()
 

@@ -96,11 +96,11 @@ def test_failing_cell_is_reported_and_the_others_complete(runs):
     sweep = runs / "adhoc"
     by_warmup = {}
     for name, summary in summaries(sweep).items():
-        config = yaml.safe_load((sweep / name / ".hydra" / "config.yaml").read_text())  # the failed cell has no config.yaml
+        config = yaml.safe_load((sweep / name / "config.yaml").read_text())  # written before the run can fail
         by_warmup[config["optimizer"]["warmup"]["steps"]] = summary
     assert sorted(by_warmup) == [0, 5, 10], "every cell ran (and wrote its summary) before the command exited"
     failed = by_warmup[0]
-    assert failed["status"] == "failed", failed
+    assert failed["status"] == "failed" and failed["step"] == 0 and failed["final"] == {}, failed
     assert failed["error"].startswith("ValueError") and "optimizer.warmup.steps > 0 (got 0)" in failed["error"]
     for steps in (5, 10):
         assert by_warmup[steps]["status"] == "completed" and by_warmup[steps]["step"] == 20, by_warmup[steps]
@@ -117,10 +117,12 @@ def test_usr2_requeues_a_training_cell_that_resumes_bit_identical(runs, tmp_path
     try:
         on_slurm = pool.submit(run_cli, *SLURM_SWEEP, *cell, runs=runs, timeout=300)
         direct = pool.submit(run_cli, *cell, runs=tmp_path / "direct", timeout=300)
-        job_id = wait_for(lambda: next((p.name for p in sweep.glob(".submitit/*_0")), None), 60, "the sweep's submission")
-        wait_for(lambda: any(r["step"] >= 50 for m in sweep.glob("*/metrics.jsonl") for r in train_rows(m.parent)),
-                 90, "the job to pass step 50")
-        assert not on_slurm.done(), "the sweep ended before it could be preempted"
+        # one cell: a plain job, not an array (submitit); its folder holds the pickle submitted for it
+        pickle = wait_for(lambda: next(sweep.glob(".submitit/*/*_submitted.pkl"), None), 60, "the sweep's submission")
+        job_id = pickle.name.removesuffix("_submitted.pkl")
+        wait_for(lambda: on_slurm.done() or any(r["step"] >= 50 for m in sweep.glob("*/metrics.jsonl")
+                                                for r in train_rows(m.parent)), 90, "the job to pass step 50")
+        assert not on_slurm.done(), f"the sweep ended before it could be preempted: {on_slurm.result()}"
         subprocess.run(["scancel", "--signal=USR2", job_id], check=True, timeout=30)
         on_slurm.result()
         direct.result()
