@@ -23,7 +23,7 @@ PAD, EOS = 1, 2
 def toy_model(tgt_vocab: int, sharpness: float = 8.0) -> Transformer:
     """A random tiny Transformer whose output distributions are peaked enough to differ between sentences."""
     torch.manual_seed(0)
-    model = Transformer(TransformerConfig(40, tgt_vocab, d_model=32, ffn_dim=64, heads=4, encoder_layers=2, decoder_layers=2, dropout=0.0))
+    model = Transformer(TransformerConfig(src_vocab_size=40, tgt_vocab_size=tgt_vocab, d_model=32, ffn_dim=64, heads=4, encoder_layers=2, decoder_layers=2, dropout=0.0))
     with torch.no_grad():
         model.output_projection.mul_(sharpness)
     return model.eval()

@@ -18,7 +18,7 @@ The decoder keeps per-layer key/value caches for incremental decoding (beam sear
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
@@ -27,12 +27,9 @@ from torch import Tensor, nn
 
 
 @dataclass
-class TransformerConfig:
-    """Defaults are ``transformer_iwslt_de_en`` (dropout as the paper's recipe)."""
+class Architecture:
+    """The architecture's hyperparameters; defaults are ``transformer_iwslt_de_en`` (dropout as the paper's recipe)."""
 
-    src_vocab_size: int
-    tgt_vocab_size: int
-    padding_idx: int = 1
     d_model: int = 512
     ffn_dim: int = 1024
     heads: int = 4
@@ -45,6 +42,15 @@ class TransformerConfig:
     share_decoder_input_output_embed: bool = False
     share_all_embeddings: bool = False
     max_positions: int = 1024
+
+
+@dataclass
+class TransformerConfig(Architecture):
+    """An :class:`Architecture` for given dictionaries."""
+
+    src_vocab_size: int = field(kw_only=True)
+    tgt_vocab_size: int = field(kw_only=True)
+    padding_idx: int = field(default=1, kw_only=True)
 
 
 class EncoderOut(NamedTuple):

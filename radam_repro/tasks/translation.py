@@ -42,27 +42,15 @@ from radam_repro.data.bilingual import (
 )
 from radam_repro.data.synthetic_translation import VALID_STREAM, SyntheticTranslation
 from radam_repro.models.sequence_generator import beam_search
-from radam_repro.models.transformer import Transformer, TransformerConfig
+from radam_repro.models.transformer import Architecture, Transformer, TransformerConfig
 from radam_repro.tasks.base import Decay, Task
 
 
 @dataclass
-class ModelConfig:
-    """Architecture keys (``task.model.*``); defaults are ``transformer_iwslt_de_en`` with dropout 0.3."""
+class ModelConfig(Architecture):
+    """Architecture keys (``task.model.*``); ``layers`` is a shorthand that sets encoder and decoder layers."""
 
-    layers: Optional[int] = None  # shorthand: sets encoder_layers and decoder_layers
-    encoder_layers: int = 6
-    decoder_layers: int = 6
-    d_model: int = 512
-    ffn_dim: int = 1024
-    heads: int = 4
-    dropout: float = 0.3
-    attention_dropout: float = 0.0
-    activation_dropout: float = 0.0
-    pre_norm: bool = False
-    share_decoder_input_output_embed: bool = False
-    share_all_embeddings: bool = False
-    max_positions: int = 1024
+    layers: Optional[int] = None
 
 
 @dataclass
@@ -185,7 +173,25 @@ def detokenized_bleu(hypotheses: list[str], references: list[str], lang: str) ->
     ).score
 
 
-class TranslationTask(Task):
+class Seq2SeqTask(Task):
+    """What the translation tasks share: sentence-wise DDP shards and the label-smoothed loss per target token."""
+
+    token_accuracy = False  # also report the token accuracy of each batch (synthetic task)
+
+    def shard(self, batch: dict, rank: int, world: int) -> dict:
+        return shard_sentences(batch, rank, world)
+
+    def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        logits = model(batch["src_tokens"], batch["prev_output_tokens"])
+        loss, nll = label_smoothed_nll_loss(logits, batch["target"], self.cfg.label_smoothing)
+        ntokens = batch["ntokens"]
+        metrics = {"nll_loss": nll.detach() / ntokens, "ntokens": ntokens.float()}
+        if self.token_accuracy:
+            metrics["acc"] = logits.argmax(-1).eq(batch["target"]).float().mean()
+        return loss / ntokens, metrics
+
+
+class TranslationTask(Seq2SeqTask):
     """A Transformer on a parallel corpus in the prepare-iwslt14.sh layout."""
 
     def __init__(self, cfg: DictConfig, data: BilingualData, *, seed: int, device: torch.device):
@@ -207,15 +213,6 @@ class TranslationTask(Task):
         train = self.data.splits[self.cfg.train_split]
         for index in order[start:]:
             yield collate(train, self.batches[index], self.device)
-
-    def shard(self, batch: dict, rank: int, world: int) -> dict:
-        return shard_sentences(batch, rank, world)
-
-    def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        logits = model(batch["src_tokens"], batch["prev_output_tokens"])
-        loss, nll = label_smoothed_nll_loss(logits, batch["target"], self.cfg.label_smoothing)
-        ntokens = batch["ntokens"]
-        return loss / ntokens, {"nll_loss": nll.detach() / ntokens, "ntokens": ntokens.float()}
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: str = "valid") -> dict[str, float]:
@@ -288,10 +285,11 @@ def build(cfg: DictConfig, *, seed: int, device: torch.device) -> TranslationTas
     return TranslationTask(cfg, data, seed=seed, device=device)
 
 
-class SyntheticTranslationTask(Task):
+class SyntheticTranslationTask(Seq2SeqTask):
     """Reverse-and-substitute translation (:mod:`radam_repro.data.synthetic_translation`), fresh batch each step."""
 
     name = "nmt_synthetic"
+    token_accuracy = True
 
     def __init__(self, cfg: DictConfig, *, seed: int, device: torch.device):
         self.cfg, self.seed, self.device = cfg, seed, device
@@ -305,16 +303,6 @@ class SyntheticTranslationTask(Task):
     def train_batches(self, epoch: int, start: int = 0) -> Iterator[dict]:
         for index in range(start, self.steps_per_epoch):
             yield self.data.batch(self.seed, epoch * self.steps_per_epoch + index, self.cfg.batch_size, self.device)
-
-    def shard(self, batch: dict, rank: int, world: int) -> dict:
-        return shard_sentences(batch, rank, world)
-
-    def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        logits = model(batch["src_tokens"], batch["prev_output_tokens"])
-        loss, nll = label_smoothed_nll_loss(logits, batch["target"], self.cfg.label_smoothing)
-        ntokens = batch["ntokens"]
-        acc = logits.argmax(-1).eq(batch["target"]).float().mean()
-        return loss / ntokens, {"nll_loss": nll.detach() / ntokens, "ntokens": ntokens.float(), "acc": acc}
 
     def valid_batches(self) -> Iterator[dict]:
         """A fixed validation set shared by every run: drawn from ``task_seed`` on a stream training never uses."""
