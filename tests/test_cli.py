@@ -175,3 +175,13 @@ def test_mixed_precision_runs_on_cpu(cli, precision):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["final"]["valid/loss"] < 4.0
     assert [r["step"] for r in read_metrics(run) if r["split"] == "train" and "loss" in r] == [4, 8, 12]
+
+
+@pytest.mark.slow
+def test_torch_compile_option_trains(cli):
+    cli("task=nmt_synthetic", "optimizer=radam", "task.model.layers=1", "trainer.compile=true",
+        "trainer.max_steps=6", "trainer.log_every=3", timeout=900)
+    (run,) = run_folders(cli.runs)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["step"] == 6
+    assert "_orig_mod" not in "".join(torch.load(run / "checkpoints" / "latest.pt", weights_only=False)["model"])
