@@ -9,24 +9,14 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import PAPER_RT_TABLE
 from radam_repro.analysis import variance as V
 from radam_repro.analysis.__main__ import main as analysis_main
 from radam_repro.optim.rectification import hilton_multiplier
 
 torch.set_num_threads(1)
 
-# PAPER.md §2.3, beta2 = 0.999: t, rho_t, RAdam r_t (None: no rectified step at threshold 5), Hilton.
-PAPER_TABLE = [
-    (1, 1.000, None, 0.0224),
-    (5, 4.996, None, 0.0500),
-    (6, 5.994, 0.0258, 0.0548),
-    (10, 9.983, 0.0490, 0.0707),
-    (100, 98.333, 0.2153, 0.2236),
-    (500, 458.485, 0.4765, 0.4950),
-    (1000, 835.967, 0.6453, 0.6799),
-    (2000, 1373.653, 0.8284, 0.8728),
-    (5000, 1931.334, 0.9829, 0.9933),
-]
+PAPER_TABLE = PAPER_RT_TABLE  # PAPER.md §2.3 at beta2 = 0.999
 
 
 def test_rectification_curves_match_the_paper_table():
