@@ -182,6 +182,9 @@ def _train(cfg: DictConfig, run: RunDir, ranks: Ranks, started: float, preemptio
     names = {p: n for n, p in model.named_parameters()}
 
     step, best, pending, wall_before = 0, {}, [], 0.0
+    # the current logging interval's values, checkpointed so that a resumed run logs the same rows
+    extras: dict[str, list[torch.Tensor]] = {}
+    grad_norms: list[torch.Tensor] = []
     checkpoint = run.load_checkpoint(map_location=device) if cfg.trainer.resume else None
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
@@ -192,6 +195,8 @@ def _train(cfg: DictConfig, run: RunDir, ranks: Ranks, started: float, preemptio
         task.load_state_dict(own["task"])
         set_rng_state(own["rng"])
         step, best, pending, wall_before = checkpoint["step"], checkpoint["best"], own["pending"], checkpoint["wall_s"]
+        extras = {k: [torch.tensor(x, device=device) for x in v] for k, v in own["extras"].items()}
+        grad_norms = [torch.tensor(x, device=device) for x in own["grad_norms"]]
         if ranks.is_main:
             run.truncate_metrics(step)
             print(f"[radam_repro] resuming {run.path} from step {step}")
@@ -212,7 +217,9 @@ def _train(cfg: DictConfig, run: RunDir, ranks: Ranks, started: float, preemptio
 
     def save() -> None:
         """Rank 0 writes the shared state and every rank's own (RNG, task stream, unlogged losses)."""
-        own = ranks.gather(dict(rng=rng_state(), task=task.state_dict(), pending=[float(x) for x in pending]))
+        own = ranks.gather(dict(rng=rng_state(), task=task.state_dict(), pending=[float(x) for x in pending],
+                                extras={k: [float(x) for x in v] for k, v in extras.items()},
+                                grad_norms=[float(x) for x in grad_norms]))
         if ranks.is_main:
             state = dict(step=step, model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                          scaler=scaler.state_dict(), ranks=own, best=best, wall_s=wall_before + time.time() - started)
@@ -231,8 +238,6 @@ def _train(cfg: DictConfig, run: RunDir, ranks: Ranks, started: float, preemptio
     train_model = ranks.wrap(model)  # DDP over the ranks, or the model itself
     train_model = torch.compile(train_model) if cfg.trainer.compile else train_model
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
-    extras: dict[str, list[torch.Tensor]] = {}
-    grad_norms: list[torch.Tensor] = []
     progress = _progress(cfg, step, max_steps) if ranks.is_main else None
     tick, tick_step = time.time(), step
     model.train()

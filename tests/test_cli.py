@@ -103,6 +103,9 @@ def test_kill_and_resume_is_bit_identical(tmp_path, cifar_dir, sig):
         assert torch.equal(value, final_b["model"][key]), key
     steps_b = [r["step"] for r in read_metrics(run_b) if r["split"] == "train" and "loss" in r]
     assert steps_b == [10, 20, 30, 40]  # replayed points are not duplicated
+    logged = lambda run: [{k: r[k] for k in ("step", "loss", "acc", "lr", "multiplier")}  # noqa: E731
+                          for r in read_metrics(run) if r["split"] == "train" and "loss" in r]
+    assert logged(run_b) == logged(run_a)  # the interval cut by the checkpoint is logged as if never cut
     assert json.loads((run_b / "meta.json").read_text())["resumed_from_step"] >= 15
 
 
