@@ -36,7 +36,6 @@ import torch
 from torch.optim import Optimizer
 
 EPS_PLACEMENTS = ("sqrt_v", "sqrt_vhat")
-PHASES = ("adaptive", "sgd", "skip", "freeze")
 
 
 def _check_range(name: str, value: float, low: float, high: float, *, low_open=False, high_open=True) -> None:

@@ -29,7 +29,6 @@ from radam_repro.report.aggregate import Aggregate, Group, format_value, higher_
 from radam_repro.report.runs import Run  # noqa: E402
 
 LR = "optimizer.lr"
-WARMUP_STEPS = "optimizer.warmup.steps"
 MAX_HISTOGRAM_PANELS = 12
 HISTOGRAM_LABELS = {"log_abs_grad": "ln|g|", "log_abs_exp_avg": "ln|m|", "log_abs_exp_avg_sq": "ln|v|"}
 DPI = 110

@@ -67,9 +67,6 @@ class Run:
     def train_rows(self) -> list[dict[str, Any]]:
         return [r for r in self.rows if r.get("split") == "train"]
 
-    def eval_rows(self, split: str) -> list[dict[str, Any]]:
-        return [r for r in self.rows if r.get("split") == split]
-
     def histograms(self) -> list[dict[str, Any]]:
         """``histograms/step_*.json`` records sorted by step; unreadable files are skipped and noted."""
         records = []
