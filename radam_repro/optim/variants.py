@@ -35,8 +35,9 @@ class Adam(AdamFamily):
         weight_decay: float = 0.0,
         decoupled_weight_decay: bool = True,
         eps_placement: str = "sqrt_v",
+        fused: bool | None = None,
     ) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, decoupled_weight_decay, eps_placement)
+        super().__init__(params, lr, betas, eps, weight_decay, decoupled_weight_decay, eps_placement, fused)
 
 
 class Adam2k(AdamFamily):
@@ -56,9 +57,10 @@ class Adam2k(AdamFamily):
         decoupled_weight_decay: bool = True,
         eps_placement: str = "sqrt_v",
         freeze_steps: int = 2000,
+        fused: bool | None = None,
     ) -> None:
         super().__init__(
-            params, lr, betas, eps, weight_decay, decoupled_weight_decay, eps_placement, freeze_steps=freeze_steps
+            params, lr, betas, eps, weight_decay, decoupled_weight_decay, eps_placement, fused, freeze_steps=freeze_steps
         )
 
     def validate_group(self, group: dict[str, Any]) -> None:
@@ -99,6 +101,7 @@ class RAdam(AdamFamily):
         degenerated_to_sgd: bool = True,
         decoupled_weight_decay: bool = True,
         eps_placement: str = "sqrt_v",
+        fused: bool | None = None,
     ) -> None:
         super().__init__(
             params,
@@ -108,6 +111,7 @@ class RAdam(AdamFamily):
             weight_decay,
             decoupled_weight_decay,
             eps_placement,
+            fused,
             threshold=threshold,
             degenerated_to_sgd=degenerated_to_sgd,
         )
@@ -147,8 +151,9 @@ class SimplifiedRAdam(AdamFamily):
         weight_decay: float = 0.0,
         decoupled_weight_decay: bool = True,
         eps_placement: str = "sqrt_v",
+        fused: bool | None = None,
     ) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, decoupled_weight_decay, eps_placement)
+        super().__init__(params, lr, betas, eps, weight_decay, decoupled_weight_decay, eps_placement, fused)
 
     def rule(self, group: dict[str, Any], step: int) -> tuple[str, float]:
         return "adaptive", hilton_multiplier(group["betas"][1], step)
