@@ -12,9 +12,6 @@ import io
 
 import pytest
 import torch
-
-from radam_repro.optim import Adam, Adam2k, RAdam, SimplifiedRAdam, lambda_lr
-from radam_repro.optim.rectification import untuned_exponential_warmup
 from test_optim import (
     FairseqAdam,
     OfficialRAdam,
@@ -24,6 +21,9 @@ from test_optim import (
     make_problem,
     run,
 )
+
+from radam_repro.optim import Adam, Adam2k, RAdam, SimplifiedRAdam, lambda_lr
+from radam_repro.optim.rectification import untuned_exponential_warmup
 
 FUSED_KERNELS = ("aten::_fused_adam_", "aten::_fused_adamw_")
 
@@ -51,7 +51,7 @@ def fused_calls(opt, steps=1):
 def test_fused_matches_foreach_for_every_variant_eps_placement_and_decay_mode(variant, eps_placement, decoupled):
     """Per-group lr/betas/wd, through every phase change (fallback -> rectified, freeze -> Adam)."""
     make = VARIANTS[variant]
-    kw = dict(eps_placement=eps_placement, decoupled_weight_decay=decoupled)
+    kw = {"eps_placement": eps_placement, "decoupled_weight_decay": decoupled}
     fused = run(lambda ps: make(groups_for(ps), fused=True, **kw), steps=40)
     foreach = run(lambda ps: make(groups_for(ps), fused=False, **kw), steps=40)
     assert_trajectories_close(fused, foreach, rtol=1e-10)
@@ -64,8 +64,8 @@ def test_fused_adam_matches_torch_adam_adamw_and_fairseq():
     ours_w = run(lambda ps: Adam(groups_for(ps), eps_placement="sqrt_vhat", eps=1e-4, fused=True))
     assert_trajectories_close(ours_w, run(lambda ps: torch.optim.AdamW(groups_for(ps), eps=1e-4, fused=True)), 1e-12)
     for eps in (1e-8, 1e-4):  # Adam-eps: eps on the raw sqrt(v), mapped onto the kernel's eps on sqrt(v_hat)
-        ours = run(lambda ps: Adam(groups_for(ps), eps=eps, fused=True), steps=100)
-        assert_trajectories_close(ours, run(lambda ps: FairseqAdam(groups_for(ps), eps=eps), steps=100))
+        ours = run(lambda ps, eps=eps: Adam(groups_for(ps), eps=eps, fused=True), steps=100)
+        assert_trajectories_close(ours, run(lambda ps, eps=eps: FairseqAdam(groups_for(ps), eps=eps), steps=100))
 
 
 def test_fused_adam2k_matches_fairseq_freeze_then_adam():
@@ -82,15 +82,18 @@ def test_fused_radam_matches_torch_radam(decoupled):
 
 @pytest.mark.parametrize("degenerated_to_sgd,threshold", [(True, 5), (False, 4)])
 def test_fused_radam_matches_official_radam(degenerated_to_sgd, threshold):
-    ours = run(lambda ps: RAdam(groups_for(ps), threshold=threshold, degenerated_to_sgd=degenerated_to_sgd, fused=True),
-               steps=120)
-    ref = run(lambda ps: OfficialRAdam(groups_for(ps), degenerated_to_sgd=degenerated_to_sgd, threshold=threshold),
-              steps=120)
+    ours = run(
+        lambda ps: RAdam(groups_for(ps), threshold=threshold, degenerated_to_sgd=degenerated_to_sgd, fused=True),
+        steps=120,
+    )
+    ref = run(
+        lambda ps: OfficialRAdam(groups_for(ps), degenerated_to_sgd=degenerated_to_sgd, threshold=threshold), steps=120
+    )
     assert_trajectories_close(ours, ref)
 
 
 def test_fused_simplified_radam_and_untuned_warmup_match_scheduled_adamw():
-    no_wd = dict(wds=(0.0, 0.0, 0.0))
+    no_wd = {"wds": (0.0, 0.0, 0.0)}
     ours = run(lambda ps: SimplifiedRAdam(groups_for(ps, **no_wd), eps_placement="sqrt_vhat", fused=True), steps=120)
     ref = run(lambda ps: _ScheduledAdamW(torch.optim.AdamW(groups_for(ps, **no_wd))), steps=120)
     assert_trajectories_close(ours, ref)

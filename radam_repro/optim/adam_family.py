@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch.optim import Optimizer
@@ -209,7 +210,7 @@ class AdamFamily(Optimizer):
                     bucket[i].append(tensor)
             for (device, dtype, t, same_layout), (params, grads, exp_avgs, exp_avg_sqs, steps) in buckets.items():
                 phase, multiplier = self.rule(group, t)
-                scale, inf = (x.to(device, non_blocking=True) if x is not None else None for x in (grad_scale, found_inf))
+                scale, inf = (x if x is None else x.to(device, non_blocking=True) for x in (grad_scale, found_inf))
                 fused = (
                     group["fused"] is not False
                     and same_layout
@@ -220,8 +221,18 @@ class AdamFamily(Optimizer):
                 )
                 if fused:
                     torch._foreach_add_(steps, 1.0)
-                    _fused_adam_update(params, grads, exp_avgs, exp_avg_sqs, steps, group=group, step=t,
-                                       multiplier=multiplier, grad_scale=scale, found_inf=inf)
+                    _fused_adam_update(
+                        params,
+                        grads,
+                        exp_avgs,
+                        exp_avg_sqs,
+                        steps,
+                        group=group,
+                        step=t,
+                        multiplier=multiplier,
+                        grad_scale=scale,
+                        found_inf=inf,
+                    )
                     if inf is not None:
                         torch._foreach_sub_(steps, [inf] * len(steps))
                         deferred += params
@@ -233,8 +244,9 @@ class AdamFamily(Optimizer):
                     if scale is not None:
                         torch._foreach_div_(grads, scale)
                     torch._foreach_add_(steps, 1.0)
-                    _adam_update(params, grads, exp_avgs, exp_avg_sqs, group=group, step=t, phase=phase,
-                                 multiplier=multiplier)
+                    _adam_update(
+                        params, grads, exp_avgs, exp_avg_sqs, group=group, step=t, phase=phase, multiplier=multiplier
+                    )
                 for p in params:
                     self._steps[p] = t
                 stats.update(phase=phase, multiplier=multiplier, step=t)

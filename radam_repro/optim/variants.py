@@ -2,12 +2,15 @@
 
 Adam-vanilla, Adam-eps (eps = 1e-4) and Adam-warmup are :class:`Adam` with other settings
 (warmup is a schedule, see :mod:`radam_repro.optim.schedules`); the untuned warmups of
-Ma & Yarats (2019) are schedules too.
+Ma & Yarats (2019) are schedules too. Every class takes ``fused``: ``None`` (default) runs the
+adaptive phase on torch's fused Adam/AdamW kernels where the device has them, ``False`` on foreach
+kernels only (see :mod:`radam_repro.optim.adam_family`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from radam_repro.optim.adam_family import AdamFamily
 from radam_repro.optim.rectification import hilton_multiplier, rectification
@@ -60,7 +63,15 @@ class Adam2k(AdamFamily):
         fused: bool | None = None,
     ) -> None:
         super().__init__(
-            params, lr, betas, eps, weight_decay, decoupled_weight_decay, eps_placement, fused, freeze_steps=freeze_steps
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            decoupled_weight_decay,
+            eps_placement,
+            fused,
+            freeze_steps=freeze_steps,
         )
 
     def validate_group(self, group: dict[str, Any]) -> None:
