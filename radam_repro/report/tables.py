@@ -13,7 +13,7 @@ import yaml
 from radam_repro.report.aggregate import Aggregate, Group, Stat, flatten, format_value
 from radam_repro.report.runs import STATUSES, Run
 
-PAPER_YAML = Path(__file__).resolve().parents[2] / "results" / "paper.yaml"
+PAPER_YAML = Path(__file__).resolve().parent / "paper.yaml"
 EXTRA_METRICS = 4  # final metrics shown per task table besides the headline and train/loss
 
 
@@ -55,7 +55,7 @@ class PaperEntry:
 def load_paper(path: Path = PAPER_YAML) -> list[PaperEntry]:
     """The paper's numbers; a malformed entry raises ValueError naming it and the expected fields."""
     if not path.is_file():
-        raise FileNotFoundError(f"no paper numbers at {path}; pass --paper PATH (the repo ships results/paper.yaml)")
+        raise FileNotFoundError(f"no paper numbers at {path}; pass --paper PATH (the package ships radam_repro/report/paper.yaml)")
     entries = []
     for i, raw in enumerate(yaml.safe_load(path.read_text()).get("entries", [])):
         try:
