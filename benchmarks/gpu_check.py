@@ -52,7 +52,7 @@ from radam_repro.tasks.translation import label_smoothed_nll_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("optimizer", "nmt", "cifar", "lm", "probe")
-BUDGET_S = {"optimizer": 30, "nmt": 95, "cifar": 60, "lm": 35, "probe": 170}  # soft; + HARD_MARGIN_S each: 440 s
+BUDGET_S = {"optimizer": 30, "nmt": 105, "cifar": 60, "lm": 35, "probe": 160}  # soft; + HARD_MARGIN_S each: 440 s
 DRY_BUDGET_S = 8
 HARD_MARGIN_S = 10
 PEAK_BF16_FLOPS = [  # dense (non-sparse) bf16 tensor-core FLOP/s from the vendors' data sheets; first match wins
@@ -91,6 +91,8 @@ def transformer_train_flops(arch, tgt_vocab: int, sentences: int, src_len: int, 
     return 3 * sentences * (encoder + decoder + 2 * t * tgt_vocab * d)
 
 
+HOST_SYNCS = ("the call under torch.cuda.set_sync_debug_mode('error'): 'none', or the innermost frame of this "
+              "repository where it first synchronised the host with the device, and the error")
 TRANSFORMER_FLOPS = (
     "FLOPs/step = 3·B·[Le·(2S(4d²+2df) + 4S²d) + Ld·(2T(6d²+2df) + 4Sd² + 4d(T²+TS)) + 2TVd] on the padded "
     "batch (B sentences, S source / T target positions): 6·(weights a token passes through) per token plus "
@@ -143,6 +145,27 @@ class Section:
             print("  " + " ".join(f"{key:>{widths[key]}}" for key in fields), flush=True)
         print("  " + " ".join(f"{fmt(value):>{widths[key]}}" for key, value in fields.items()), flush=True)
         self.check.save()
+
+    def host_syncs(self, call: Callable[[], Any], times: int = 1) -> str:
+        """'none' if ``call()`` runs ``times`` times under sync debug mode 'error', else where it first synchronised.
+
+        That is the innermost frame of this repository in the error's traceback (the project's code or this
+        script) and the error's first line. Not checked on the CPU.
+        """
+        if self.device.type != "cuda":
+            return "not checked (CPU)"
+        self.sync()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for _ in range(times):
+                call()
+            return "none"
+        except RuntimeError as e:
+            ours = [f for f in traceback.extract_tb(e.__traceback__) if f.filename.startswith(str(ROOT))]
+            where = f"{Path(ours[-1].filename).relative_to(ROOT)}:{ours[-1].lineno} {ours[-1].line}" if ours else "?"
+            return f"{where}: {str(e).strip().splitlines()[0]}"[:300]
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -266,7 +289,6 @@ def optimizer_section(s: Section) -> None:
     """ms/step of every radam_repro.optim algorithm vs torch.optim.Adam(fused) and Adam(foreach), fp32 and bf16."""
     with torch.device("meta"):
         shapes = [p.shape for p in Transformer(iwslt_architecture(s.dry)).parameters()]
-    cuda = s.device.type == "cuda"
     steps, repeats = (20, 5) if not s.dry else (3, 2)
     variants = {
         "torch.Adam(fused)": lambda ps: torch.optim.Adam(ps, lr=1e-3, fused=True),
@@ -278,7 +300,7 @@ def optimizer_section(s: Section) -> None:
                              "CUDA-synchronised) / steps; fixed random gradients")
     s.formula("vs_torch_fused", "ms_per_step / ms_per_step of torch.optim.Adam(fused=True) on the same parameters")
     s.formula("vs_torch_foreach", "ms_per_step / ms_per_step of torch.optim.Adam(foreach=True) on the same parameters")
-    s.formula("host_syncs", "3 steps under torch.cuda.set_sync_debug_mode('error'): 'none' or the first sync's error")
+    s.formula("host_syncs", HOST_SYNCS.replace("the call", "3 optimizer steps"))
     s.note(f"{len(shapes)} tensors, {sum(math.prod(x) for x in shapes) / 1e6:.2f}M parameters "
            f"(transformer_iwslt_de_en{' toy' if s.dry else ''}); adam_2k with freeze_steps=0 (its adaptive phase); "
            "fused=True passed to our classes where their signature accepts it")
@@ -292,7 +314,7 @@ def optimizer_section(s: Section) -> None:
         for name, opt in opts.items():
             for _ in range(6):  # past RAdam's SGD phase (rho_t <= 5 for t <= 5) and first allocations
                 opt.step()
-            syncs[name] = host_syncs(opt) if cuda else "not checked (CPU)"
+            syncs[name] = s.host_syncs(opt.step, times=3)
         times: dict[str, list[float]] = {name: [] for name in opts}
         seconds = s.left() / (2 - dtype_index) / (repeats * len(opts))
         for _ in range(repeats):
@@ -308,19 +330,6 @@ def optimizer_section(s: Section) -> None:
                   vs_torch_foreach=median[name] / median["torch.Adam(foreach)"], repeats=len(times[name]),
                   host_syncs=syncs[name])
         del opts, params
-
-
-def host_syncs(opt: torch.optim.Optimizer) -> str:
-    """'none' if 3 steps run under sync debug mode 'error', else the first line of the error."""
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        for _ in range(3):
-            opt.step()
-        return "none"
-    except RuntimeError as e:
-        return str(e).strip().splitlines()[0][:200]
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
 
 
 # ---------------------------------------------------------------- 2. NMT
@@ -367,6 +376,7 @@ def nmt_section(s: Section) -> None:
     peak = peak_bf16_flops(s.check.device_name) if s.device.type == "cuda" else None
     s.formula("flops_per_step", TRANSFORMER_FLOPS)
     s.formula("tokens_per_s", "non-padding target tokens of the timed steps / their wall time (fairseq's wps)")
+    s.formula("host_syncs", HOST_SYNCS.replace("the call", "one training step"))
     s.formula("mfu", "sum of flops_per_step over the timed steps / wall time / peak dense bf16 FLOP/s of the device "
                      f"(meta.peak_bf16_flops = {peak})")
     s.note("step = bf16 autocast forward + label-smoothed (0.1) loss / ntokens, backward, clip_grad_norm_(25), "
@@ -399,11 +409,14 @@ def nmt_section(s: Section) -> None:
             opt.zero_grad(set_to_none=True)
 
         warmup, warm_s = s.timed(step, 3, math.inf)
+        syncs = s.host_syncs(lambda: step(0))
+        opt.zero_grad(set_to_none=True)
         done, wall = s.timed(lambda i: step(i + warmup), steps, s.left() / (len(s.compiled) - index) - 2)
         tokens = sum(int(batches[(i + warmup) % count]["ntokens"]) for i in range(done))
         flop_rate = sum(flops[(i + warmup) % count] for i in range(done)) / wall
         s.row(case=f"{s.amp} {'compiled' if compiled else 'eager'}", steps=done, first_3_steps_s=warm_s,
-              tokens_per_s=tokens / wall, tflops_per_s=flop_rate / 1e12, mfu=flop_rate / peak if peak else None)
+              tokens_per_s=tokens / wall, tflops_per_s=flop_rate / 1e12, mfu=flop_rate / peak if peak else None,
+              host_syncs=syncs)
 
 
 # ---------------------------------------------------------------- 3. CIFAR
@@ -428,6 +441,7 @@ def cifar_section(s: Section, data_dir: Path) -> None:
     images, labels = cifar_images(s, data_dir)
     batch_sizes, steps = ((8, 32), 3) if s.dry else ((128, 1024), 300)
     s.formula("img_per_s", "batch size x timed steps / their wall time")
+    s.formula("host_syncs", HOST_SYNCS.replace("the call", "one training step"))
     s.note("step = index a random permutation, radam_repro.data.cifar.augment (random crop 32 pad 4 + flip, on the "
            "device) + normalize, channels_last, bf16 autocast forward + cross-entropy, backward, radam_repro RAdam "
            "(fused where supported); compile: dynamic=True")
@@ -451,9 +465,11 @@ def cifar_section(s: Section, data_dir: Path) -> None:
             opt.zero_grad(set_to_none=True)
 
         warmup, warm_s = s.timed(step, 3, math.inf)
+        syncs = s.host_syncs(lambda: step(0))
+        opt.zero_grad(set_to_none=True)
         done, wall = s.timed(step, steps, s.left() / (len(cases) - index) - 2)
         s.row(case=f"{s.amp} {'compiled' if compiled else 'eager'}", batch=batch_size, steps=done,
-              first_3_steps_s=warm_s, img_per_s=batch_size * done / wall)
+              first_3_steps_s=warm_s, img_per_s=batch_size * done / wall, host_syncs=syncs)
 
 
 # ---------------------------------------------------------------- 4. LM
@@ -467,6 +483,7 @@ def lm_section(s: Section) -> None:
         spec, batch, bptt, steps = dict(vocab_size=LM_VOCAB), 128, 20, 100
     vocab = spec["vocab_size"]
     s.formula("tokens_per_s", "batch x bptt x timed steps / their wall time")
+    s.formula("host_syncs", HOST_SYNCS.replace("the call", "one training step"))
     s.note(f"vocabulary {vocab:,}; token ids drawn from Zipf(1) over frequency ranks (id 0 most frequent), the "
            "order the adaptive softmax's cutoffs assume; step = forward (dropout 0.1) + mean NLL, backward, hidden "
            "state carried and detached, radam_repro Adam (lr 1e-3, fused where supported); nn.LSTM runs cuDNN on CUDA")
@@ -478,6 +495,8 @@ def lm_section(s: Section) -> None:
     windows = 8
     stream = torch.multinomial(zipf, (windows * bptt + 1) * batch, replacement=True).view(-1, batch)
     precisions = ("fp32", s.amp) if s.amp != "fp32" else ("fp32",)
+    seen = {}
+    model.lstm.register_forward_hook(lambda module, inputs, outputs: seen.update(lstm_dtype=str(outputs[0].dtype)))
     for index, precision in enumerate(precisions):
         hidden = None
 
@@ -493,9 +512,11 @@ def lm_section(s: Section) -> None:
             opt.zero_grad(set_to_none=True)
 
         warmup, warm_s = s.timed(step, 3, math.inf)
+        syncs = s.host_syncs(lambda: step(0))
+        opt.zero_grad(set_to_none=True)
         done, wall = s.timed(step, steps, s.left() / (len(precisions) - index) - 2)
-        s.row(precision=precision, batch=batch, bptt=bptt, steps=done, first_3_steps_s=warm_s,
-              tokens_per_s=batch * bptt * done / wall)
+        s.row(precision=precision, lstm_output=seen["lstm_dtype"].removeprefix("torch."), batch=batch, bptt=bptt,
+              steps=done, first_3_steps_s=warm_s, tokens_per_s=batch * bptt * done / wall, host_syncs=syncs)
 
 
 # ---------------------------------------------------------------- 5. Adam-eps probe
@@ -510,7 +531,7 @@ def paper_recipe(variant: str):
 
     from radam_repro.__main__ import register  # noqa: F401 - registers the config schema and resolvers
 
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "radam_repro" / "configs"), version_base="1.3"):
         return compose("config", overrides=["task=nmt", f"optimizer={variant}"])
 
 
@@ -547,6 +568,7 @@ def probe_section(s: Section) -> None:
            "variant runs as many updates as Adam-vanilla fitted in its share of the budget")
     updates, finals = None, {}
     for index, variant in enumerate(PROBE_VARIANTS):
+        setup_start = time.perf_counter()
         cfg = paper_recipe(variant)
         model_cfg = OmegaConf.to_container(cfg.task.model)
         if s.dry:
@@ -561,7 +583,8 @@ def probe_section(s: Section) -> None:
         opt = build_optimizer(OmegaConf.to_container(cfg.optimizer), list(model.parameters()), True)
         scheduler = optim.lambda_lr(opt, optim.build_schedule(cfg.optimizer, task.decay, task.total_steps))
         eps = float(cfg.optimizer.eps)
-        seconds = s.left() / (len(PROBE_VARIANTS) - index) - 1
+        remaining = len(PROBE_VARIANTS) - index  # Adam-vanilla's share leaves time for the others' setup too
+        seconds = (s.left() - (remaining - 1) * (time.perf_counter() - setup_start)) / remaining
         batches = task.train_batches(0)
         pending, curve, fractions = [], [], []
         start, step = time.perf_counter(), 0
@@ -590,8 +613,8 @@ def probe_section(s: Section) -> None:
         tail = ([nll for at, nll in curve if at > 0.9 * step] or [curve[-1][1]]) if curve else [float("nan")]
         finals[variant] = final = sum(tail) / len(tail)
         s.row(variant=variant, eps=eps, updates=step, seconds=wall, final_nll=final, escaped=final < 0.5 * chance,
-              lr_end=opt.param_groups[0]["lr"], frac_below_eps=fractions[-1][1], **{"frac_below_1e-4": fractions[-1][2]},
-              nll_curve=curve, frac_curve=fractions)
+              lr_end=opt.param_groups[0]["lr"], frac_below_eps=fractions[-1][1],
+              **{"frac_below_1e-4": fractions[-1][2]}, nll_curve=curve, frac_curve=fractions)
         del task, model, opt, scheduler, batches
     escaped = {variant: final < 0.5 * chance for variant, final in finals.items()}
     answer = "yes" if escaped["adam_eps"] and not escaped["adam"] else "no"
