@@ -588,7 +588,7 @@ def probe_section(s: Section) -> None:
         batches = task.train_batches(0)
         pending, curve, fractions = [], [], []
         start, step = time.perf_counter(), 0
-        while (step < updates) if updates else (step == 0 or time.perf_counter() - start < seconds):
+        while (step < updates) if updates else (step < log_every or time.perf_counter() - start < seconds):
             with s.autocast(s.amp):
                 loss, metrics = task.loss(model, next(batches))
             loss.backward()
