@@ -34,8 +34,9 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -91,8 +92,10 @@ def transformer_train_flops(arch, tgt_vocab: int, sentences: int, src_len: int, 
     return 3 * sentences * (encoder + decoder + 2 * t * tgt_vocab * d)
 
 
-HOST_SYNCS = ("the call under torch.cuda.set_sync_debug_mode('error'): 'none', or the innermost frame of this "
-              "repository where it first synchronised the host with the device, and the error")
+HOST_SYNCS = (
+    "the call under torch.cuda.set_sync_debug_mode('error'): 'none', or the innermost frame of this "
+    "repository where it first synchronised the host with the device, and the error"
+)
 TRANSFORMER_FLOPS = (
     "FLOPs/step = 3·B·[Le·(2S(4d²+2df) + 4S²d) + Ld·(2T(6d²+2df) + 4Sd² + 4d(T²+TS)) + 2TVd] on the padded "
     "batch (B sentences, S source / T target positions): 6·(weights a token passes through) per token plus "
@@ -102,7 +105,7 @@ TRANSFORMER_FLOPS = (
 
 
 def build_optimizer(cfg: dict, params: list, fused: bool) -> torch.optim.Optimizer:
-    """``optim.build(cfg, params)``; with ``fused``, rebuilt with fused=True where the class accepts it (inspect)."""
+    """``optim.build(cfg, params)``; with ``fused``, rebuilt with fused=True where the class accepts it."""
     opt = optim.build(cfg, params)
     accepted = inspect.signature(type(opt)).parameters
     if fused and "fused" in accepted and not opt.defaults.get("fused"):
@@ -187,7 +190,6 @@ class Section:
         return contextlib.nullcontext()
 
 
-
 def fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -211,7 +213,8 @@ class Check:
                 "device": str(self.device),
                 "device_name": name,
                 "gpu_memory_gib": torch.cuda.get_device_properties(self.device).total_memory / 2**30
-                if self.device.type == "cuda" else None,
+                if self.device.type == "cuda"
+                else None,
                 "torch": torch.__version__,
                 "cuda": torch.version.cuda,
                 "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
@@ -228,8 +231,10 @@ class Check:
             "sections": {},
         }
         if dry_run:
-            self.data["meta"]["dry_run_note"] = ("CPU, 1 thread, toy sizes; bf16 cases run in fp32 and the "
-                                                 "torch.compile cases are left out: figures test the script only")
+            self.data["meta"]["dry_run_note"] = (
+                "CPU, 1 thread, toy sizes; bf16 cases run in fp32 and the "
+                "torch.compile cases are left out: figures test the script only"
+            )
 
     def save(self) -> None:
         tmp = self.path.with_suffix(".json.tmp")
@@ -280,8 +285,9 @@ def git_commit() -> str | None:
 def iwslt_architecture(dry: bool) -> TransformerConfig:
     """transformer_iwslt_de_en with IWSLT'14's dictionaries (a toy of the same layout in a dry run)."""
     if dry:
-        return TransformerConfig(src_vocab_size=300, tgt_vocab_size=200, d_model=32, ffn_dim=64, heads=4,
-                                 encoder_layers=2, decoder_layers=2)
+        return TransformerConfig(
+            src_vocab_size=300, tgt_vocab_size=200, d_model=32, ffn_dim=64, heads=4, encoder_layers=2, decoder_layers=2
+        )
     return TransformerConfig(src_vocab_size=IWSLT_VOCAB[0], tgt_vocab_size=IWSLT_VOCAB[1])
 
 
@@ -293,17 +299,24 @@ def optimizer_section(s: Section) -> None:
     variants = {
         "torch.Adam(fused)": lambda ps: torch.optim.Adam(ps, lr=1e-3, fused=True),
         "torch.Adam(foreach)": lambda ps: torch.optim.Adam(ps, lr=1e-3, foreach=True),
-        **{name: (lambda ps, name=name: build_optimizer({"algorithm": name, "lr": 1e-3, "freeze_steps": 0}, ps, True))
-           for name in optim.ALGORITHMS},
+        **{
+            name: (lambda ps, name=name: build_optimizer({"algorithm": name, "lr": 1e-3, "freeze_steps": 0}, ps, True))
+            for name in optim.OPTIMIZERS
+        },
     }
-    s.formula("ms_per_step", f"median over interleaved repeats of (wall time of {steps} optimizer.step() calls, "
-                             "CUDA-synchronised) / steps; fixed random gradients")
+    s.formula(
+        "ms_per_step",
+        f"median over interleaved repeats of (wall time of {steps} optimizer.step() calls, "
+        "CUDA-synchronised) / steps; fixed random gradients",
+    )
     s.formula("vs_torch_fused", "ms_per_step / ms_per_step of torch.optim.Adam(fused=True) on the same parameters")
     s.formula("vs_torch_foreach", "ms_per_step / ms_per_step of torch.optim.Adam(foreach=True) on the same parameters")
     s.formula("host_syncs", HOST_SYNCS.replace("the call", "3 optimizer steps"))
-    s.note(f"{len(shapes)} tensors, {sum(math.prod(x) for x in shapes) / 1e6:.2f}M parameters "
-           f"(transformer_iwslt_de_en{' toy' if s.dry else ''}); adam_2k with freeze_steps=0 (its adaptive phase); "
-           "fused=True passed to our classes where their signature accepts it")
+    s.note(
+        f"{len(shapes)} tensors, {sum(math.prod(x) for x in shapes) / 1e6:.2f}M parameters "
+        f"(transformer_iwslt_de_en{' toy' if s.dry else ''}); adam_2k with freeze_steps=0 (its adaptive phase); "
+        "fused=True passed to our classes where their signature accepts it"
+    )
     for dtype_index, dtype in enumerate((torch.float32, torch.bfloat16)):
         gen = torch.Generator().manual_seed(0)
         params = [torch.nn.Parameter(torch.randn(shape, generator=gen).to(s.device, dtype)) for shape in shapes]
@@ -319,16 +332,22 @@ def optimizer_section(s: Section) -> None:
         seconds = s.left() / (2 - dtype_index) / (repeats * len(opts))
         for _ in range(repeats):
             for name, opt in opts.items():
-                done, wall = s.timed(lambda i: opt.step(), steps, seconds)
+                done, wall = s.timed(lambda i, opt=opt: opt.step(), steps, seconds)
                 times[name].append(wall / done)
             if s.left() < 0:
                 break
         median = {name: statistics.median(t) * 1e3 for name, t in times.items()}
         for name, opt in opts.items():
-            s.row(dtype=str(dtype).removeprefix("torch."), optimizer=name, fused=bool(opt.defaults.get("fused")),
-                  ms_per_step=median[name], vs_torch_fused=median[name] / median["torch.Adam(fused)"],
-                  vs_torch_foreach=median[name] / median["torch.Adam(foreach)"], repeats=len(times[name]),
-                  host_syncs=syncs[name])
+            s.row(
+                dtype=str(dtype).removeprefix("torch."),
+                optimizer=name,
+                fused=bool(opt.defaults.get("fused")),
+                ms_per_step=median[name],
+                vs_torch_fused=median[name] / median["torch.Adam(fused)"],
+                vs_torch_foreach=median[name] / median["torch.Adam(foreach)"],
+                repeats=len(times[name]),
+                host_syncs=syncs[name],
+            )
         del opts, params
 
 
@@ -371,34 +390,49 @@ def nmt_section(s: Section) -> None:
     """transformer_iwslt_de_en training step (bf16 autocast): tokens/s and MFU, eager and torch.compile."""
     arch = iwslt_architecture(s.dry)
     max_tokens, count, steps = (200, 3, 4) if s.dry else (4000, 16, 200)
-    batches = iwslt_like_batches(count, max_tokens, (arch.src_vocab_size, arch.tgt_vocab_size),
-                                 40 if s.dry else 175, s.device)
+    batches = iwslt_like_batches(
+        count, max_tokens, (arch.src_vocab_size, arch.tgt_vocab_size), 40 if s.dry else 175, s.device
+    )
     peak = peak_bf16_flops(s.check.device_name) if s.device.type == "cuda" else None
     s.formula("flops_per_step", TRANSFORMER_FLOPS)
     s.formula("tokens_per_s", "non-padding target tokens of the timed steps / their wall time (fairseq's wps)")
     s.formula("host_syncs", HOST_SYNCS.replace("the call", "one training step"))
-    s.formula("mfu", "sum of flops_per_step over the timed steps / wall time / peak dense bf16 FLOP/s of the device "
-                     f"(meta.peak_bf16_flops = {peak})")
-    s.note("step = bf16 autocast forward + label-smoothed (0.1) loss / ntokens, backward, clip_grad_norm_(25), "
-           "radam_repro Adam (lr 3e-4, wd 1e-4, fused where supported), dropout 0.3; "
-           f"{count} batches of <= {max_tokens} tokens cycled; compile: dynamic=True (one graph for every shape)")
+    s.formula(
+        "mfu",
+        "sum of flops_per_step over the timed steps / wall time / peak dense bf16 FLOP/s of the device "
+        f"(meta.peak_bf16_flops = {peak})",
+    )
+    s.note(
+        "step = bf16 autocast forward + label-smoothed (0.1) loss / ntokens, backward, clip_grad_norm_(25), "
+        "radam_repro Adam (lr 3e-4, wd 1e-4, fused where supported), dropout 0.3; "
+        f"{count} batches of <= {max_tokens} tokens cycled; compile: dynamic=True (one graph for every shape)"
+    )
     torch.manual_seed(0)
     model = Transformer(arch).to(s.device).train()
     opt = build_optimizer({"algorithm": "adam", "lr": 3e-4, "weight_decay": 1e-4}, list(model.parameters()), True)
-    flops = [transformer_train_flops(arch, arch.tgt_vocab_size, len(b["target"]), b["src_tokens"].shape[1],
-                                     b["target"].shape[1]) for b in batches]
+    flops = [
+        transformer_train_flops(
+            arch, arch.tgt_vocab_size, len(b["target"]), b["src_tokens"].shape[1], b["target"].shape[1]
+        )
+        for b in batches
+    ]
     counter = FlopCounterMode(display=False)
     with counter, s.autocast(s.amp):
-        loss, _ = label_smoothed_nll_loss(model(batches[0]["src_tokens"], batches[0]["prev_output_tokens"]),
-                                          batches[0]["target"], 0.1)
+        loss, _ = label_smoothed_nll_loss(
+            model(batches[0]["src_tokens"], batches[0]["prev_output_tokens"]), batches[0]["target"], 0.1
+        )
         loss.backward()
     model.zero_grad(set_to_none=True)
-    s.row(case="flop check, batch 0", formula=float(flops[0]), flop_counter_mode=float(counter.get_total_flops()),
-          ratio=flops[0] / max(counter.get_total_flops(), 1))
+    s.row(
+        case="flop check, batch 0",
+        formula=float(flops[0]),
+        flop_counter_mode=float(counter.get_total_flops()),
+        ratio=flops[0] / max(counter.get_total_flops(), 1),
+    )
     for index, compiled in enumerate(s.compiled):
         net = torch.compile(model, dynamic=True) if compiled else model
 
-        def step(i: int) -> None:
+        def step(i: int, net=net) -> None:
             batch = batches[i % count]
             with s.autocast(s.amp):
                 logits = net(batch["src_tokens"], batch["prev_output_tokens"])
@@ -411,12 +445,18 @@ def nmt_section(s: Section) -> None:
         warmup, warm_s = s.timed(step, 3, math.inf)
         syncs = s.host_syncs(lambda: step(0))
         opt.zero_grad(set_to_none=True)
-        done, wall = s.timed(lambda i: step(i + warmup), steps, s.left() / (len(s.compiled) - index) - 2)
+        done, wall = s.timed(lambda i, warmup=warmup: step(i + warmup), steps, s.left() / (len(s.compiled) - index) - 2)
         tokens = sum(int(batches[(i + warmup) % count]["ntokens"]) for i in range(done))
         flop_rate = sum(flops[(i + warmup) % count] for i in range(done)) / wall
-        s.row(case=f"{s.amp} {'compiled' if compiled else 'eager'}", steps=done, first_3_steps_s=warm_s,
-              tokens_per_s=tokens / wall, tflops_per_s=flop_rate / 1e12, mfu=flop_rate / peak if peak else None,
-              host_syncs=syncs)
+        s.row(
+            case=f"{s.amp} {'compiled' if compiled else 'eager'}",
+            steps=done,
+            first_3_steps_s=warm_s,
+            tokens_per_s=tokens / wall,
+            tflops_per_s=flop_rate / 1e12,
+            mfu=flop_rate / peak if peak else None,
+            host_syncs=syncs,
+        )
 
 
 # ---------------------------------------------------------------- 3. CIFAR
@@ -442,9 +482,11 @@ def cifar_section(s: Section, data_dir: Path) -> None:
     batch_sizes, steps = ((8, 32), 3) if s.dry else ((128, 1024), 300)
     s.formula("img_per_s", "batch size x timed steps / their wall time")
     s.formula("host_syncs", HOST_SYNCS.replace("the call", "one training step"))
-    s.note("step = index a random permutation, radam_repro.data.cifar.augment (random crop 32 pad 4 + flip, on the "
-           "device) + normalize, channels_last, bf16 autocast forward + cross-entropy, backward, radam_repro RAdam "
-           "(fused where supported); compile: dynamic=True")
+    s.note(
+        "step = index a random permutation, radam_repro.data.cifar.augment (random crop 32 pad 4 + flip, on the "
+        "device) + normalize, channels_last, bf16 autocast forward + cross-entropy, backward, radam_repro RAdam "
+        "(fused where supported); compile: dynamic=True"
+    )
     torch.manual_seed(0)
     model = CifarResNet(20).to(s.device).to(memory_format=torch.channels_last).train()
     opt = build_optimizer({"algorithm": "radam", "lr": 1e-3}, list(model.parameters()), True)
@@ -455,7 +497,7 @@ def cifar_section(s: Section, data_dir: Path) -> None:
         net = torch.compile(model, dynamic=True) if compiled else model
         per_epoch = len(images) // batch_size
 
-        def step(i: int) -> None:
+        def step(i: int, net=net, batch_size=batch_size, per_epoch=per_epoch) -> None:
             idx = order[(i % per_epoch) * batch_size : (i % per_epoch + 1) * batch_size]
             x = normalize(augment(images[idx], gen)).contiguous(memory_format=torch.channels_last)
             with s.autocast(s.amp):
@@ -468,8 +510,14 @@ def cifar_section(s: Section, data_dir: Path) -> None:
         syncs = s.host_syncs(lambda: step(0))
         opt.zero_grad(set_to_none=True)
         done, wall = s.timed(step, steps, s.left() / (len(cases) - index) - 2)
-        s.row(case=f"{s.amp} {'compiled' if compiled else 'eager'}", batch=batch_size, steps=done,
-              first_3_steps_s=warm_s, img_per_s=batch_size * done / wall, host_syncs=syncs)
+        s.row(
+            case=f"{s.amp} {'compiled' if compiled else 'eager'}",
+            batch=batch_size,
+            steps=done,
+            first_3_steps_s=warm_s,
+            img_per_s=batch_size * done / wall,
+            host_syncs=syncs,
+        )
 
 
 # ---------------------------------------------------------------- 4. LM
@@ -484,9 +532,11 @@ def lm_section(s: Section) -> None:
     vocab = spec["vocab_size"]
     s.formula("tokens_per_s", "batch x bptt x timed steps / their wall time")
     s.formula("host_syncs", HOST_SYNCS.replace("the call", "one training step"))
-    s.note(f"vocabulary {vocab:,}; token ids drawn from Zipf(1) over frequency ranks (id 0 most frequent), the "
-           "order the adaptive softmax's cutoffs assume; step = forward (dropout 0.1) + mean NLL, backward, hidden "
-           "state carried and detached, radam_repro Adam (lr 1e-3, fused where supported); nn.LSTM runs cuDNN on CUDA")
+    s.note(
+        f"vocabulary {vocab:,}; token ids drawn from Zipf(1) over frequency ranks (id 0 most frequent), the "
+        "order the adaptive softmax's cutoffs assume; step = forward (dropout 0.1) + mean NLL, backward, hidden "
+        "state carried and detached, radam_repro Adam (lr 1e-3, fused where supported); nn.LSTM runs cuDNN on CUDA"
+    )
     torch.manual_seed(0)
     with torch.device(s.device):
         model = LSTMLanguageModel(**spec).train()
@@ -500,7 +550,7 @@ def lm_section(s: Section) -> None:
     for index, precision in enumerate(precisions):
         hidden = None
 
-        def step(i: int) -> None:
+        def step(i: int, precision=precision) -> None:
             nonlocal hidden
             start = (i % windows) * bptt
             with s.autocast(precision):
@@ -515,8 +565,16 @@ def lm_section(s: Section) -> None:
         syncs = s.host_syncs(lambda: step(0))
         opt.zero_grad(set_to_none=True)
         done, wall = s.timed(step, steps, s.left() / (len(precisions) - index) - 2)
-        s.row(precision=precision, lstm_output=seen["lstm_dtype"].removeprefix("torch."), batch=batch, bptt=bptt,
-              steps=done, first_3_steps_s=warm_s, tokens_per_s=batch * bptt * done / wall, host_syncs=syncs)
+        s.row(
+            precision=precision,
+            lstm_output=seen["lstm_dtype"].removeprefix("torch."),
+            batch=batch,
+            bptt=bptt,
+            steps=done,
+            first_3_steps_s=warm_s,
+            tokens_per_s=batch * bptt * done / wall,
+            host_syncs=syncs,
+        )
 
 
 # ---------------------------------------------------------------- 5. Adam-eps probe
@@ -560,12 +618,14 @@ def probe_section(s: Section) -> None:
     s.formula("escaped", f"mean nll over the last 10% of updates < 0.5 ln V = {0.5 * chance:.3f} (ln V = chance)")
     s.formula("frac_below_eps", "fraction of all coordinates with sqrt(v_t / (1 - beta2^t)) < the variant's eps")
     s.formula("frac_below_1e-4", "the same against Adam-eps's eps = 1e-4 (what eps = 1e-4 would damp)")
-    s.note(f"task nmt_synthetic (vocab {PROBE_VOCAB}, length {PROBE_LENGTH}, {sentences} sentences = "
-           f"{sentences * (PROBE_LENGTH + 1)} target tokens per batch); model and optimizer from the composed "
-           "config optimizer=<variant> task=nmt (transformer_iwslt_de_en, dropout 0.3, lr 3e-4, betas (0.9, 0.999), "
-           "wd 1e-4, Adam-warmup: 4000 linear steps from 1e-8), label smoothing 0.1, clip 25, constant lr after "
-           f"warmup (the 70k-update decay is flat here); {'fp32 toy model' if s.dry else 'bf16 autocast'}; every "
-           "variant runs as many updates as Adam-vanilla fitted in its share of the budget")
+    s.note(
+        f"task nmt_synthetic (vocab {PROBE_VOCAB}, length {PROBE_LENGTH}, {sentences} sentences = "
+        f"{sentences * (PROBE_LENGTH + 1)} target tokens per batch); model and optimizer from the composed "
+        "config optimizer=<variant> task=nmt (transformer_iwslt_de_en, dropout 0.3, lr 3e-4, betas (0.9, 0.999), "
+        "wd 1e-4, Adam-warmup: 4000 linear steps from 1e-8), label smoothing 0.1, clip 25, constant lr after "
+        f"warmup (the 70k-update decay is flat here); {'fp32 toy model' if s.dry else 'bf16 autocast'}; every "
+        "variant runs as many updates as Adam-vanilla fitted in its share of the budget"
+    )
     updates, finals = None, {}
     for index, variant in enumerate(PROBE_VARIANTS):
         setup_start = time.perf_counter()
@@ -573,10 +633,20 @@ def probe_section(s: Section) -> None:
         model_cfg = OmegaConf.to_container(cfg.task.model)
         if s.dry:
             model_cfg.update(d_model=16, ffn_dim=32, heads=2, encoder_layers=1, decoder_layers=1)
-        task_cfg = OmegaConf.create(dict(name="nmt_synthetic", vocab=PROBE_VOCAB, length=PROBE_LENGTH,
-                                         batch_size=sentences, max_update=10**6, steps_per_epoch=10**6, decay_start=1.0,
-                                         label_smoothing=cfg.task.label_smoothing, clip_norm=cfg.task.clip_norm,
-                                         model=model_cfg))
+        task_cfg = OmegaConf.create(
+            dict(
+                name="nmt_synthetic",
+                vocab=PROBE_VOCAB,
+                length=PROBE_LENGTH,
+                batch_size=sentences,
+                max_update=10**6,
+                steps_per_epoch=10**6,
+                decay_start=1.0,
+                label_smoothing=cfg.task.label_smoothing,
+                clip_norm=cfg.task.clip_norm,
+                model=model_cfg,
+            )
+        )
         torch.manual_seed(1)
         task = tasks.build(task_cfg, seed=1, device=s.device)
         model = task.model.train()
@@ -612,14 +682,27 @@ def probe_section(s: Section) -> None:
         updates = updates or step
         tail = ([nll for at, nll in curve if at > 0.9 * step] or [curve[-1][1]]) if curve else [float("nan")]
         finals[variant] = final = sum(tail) / len(tail)
-        s.row(variant=variant, eps=eps, updates=step, seconds=wall, final_nll=final, escaped=final < 0.5 * chance,
-              lr_end=opt.param_groups[0]["lr"], frac_below_eps=fractions[-1][1],
-              **{"frac_below_1e-4": fractions[-1][2]}, nll_curve=curve, frac_curve=fractions)
+        s.row(
+            variant=variant,
+            eps=eps,
+            updates=step,
+            seconds=wall,
+            final_nll=final,
+            escaped=final < 0.5 * chance,
+            lr_end=opt.param_groups[0]["lr"],
+            frac_below_eps=fractions[-1][1],
+            **{"frac_below_1e-4": fractions[-1][2]},
+            nll_curve=curve,
+            frac_curve=fractions,
+        )
         del task, model, opt, scheduler, batches
     escaped = {variant: final < 0.5 * chance for variant, final in finals.items()}
     answer = "yes" if escaped["adam_eps"] and not escaped["adam"] else "no"
-    s.row(variant="verdict", adam_eps_escapes_where_adam_vanilla_does_not=answer,
-          escaped=",".join(v for v, e in escaped.items() if e) or "none")
+    s.row(
+        variant="verdict",
+        adam_eps_escapes_where_adam_vanilla_does_not=answer,
+        escaped=",".join(v for v, e in escaped.items() if e) or "none",
+    )
 
 
 # ---------------------------------------------------------------- main
@@ -630,9 +713,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for gpu_check.json")
     parser.add_argument("--dry-run", action="store_true", help="CPU, 1 thread, toy sizes (< 1 minute)")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
-    parser.add_argument("--cifar-dir", type=Path,
-                        default=Path(os.environ.get("RADAM_REPRO_DATA", "data")) / "cifar10",
-                        help="folder holding cifar-10-batches-py (random images of CIFAR's shape if absent)")
+    parser.add_argument(
+        "--cifar-dir",
+        type=Path,
+        default=Path(os.environ.get("RADAM_REPRO_DATA", "data")) / "cifar10",
+        help="folder holding cifar-10-batches-py (random images of CIFAR's shape if absent)",
+    )
     args = parser.parse_args(argv)
     chosen = args.sections.split(",")
     unknown = sorted(set(chosen) - set(SECTIONS))
@@ -642,12 +728,20 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(1)
     elif not torch.cuda.is_available():
         parser.error("no CUDA device visible: this check needs a GPU (use --dry-run to exercise it on the CPU)")
-    functions = {"optimizer": optimizer_section, "nmt": nmt_section, "lm": lm_section, "probe": probe_section,
-                 "cifar": lambda s: cifar_section(s, args.cifar_dir)}
+    functions = {
+        "optimizer": optimizer_section,
+        "nmt": nmt_section,
+        "lm": lm_section,
+        "probe": probe_section,
+        "cifar": lambda s: cifar_section(s, args.cifar_dir),
+    }
     check = Check(args.out, args.dry_run)
     meta = check.data["meta"]
-    print(f"device {meta['device_name']}; torch {meta['torch']}, CUDA {meta['cuda']}, cuDNN {meta['cudnn']}; "
-          f"peak dense bf16 {meta['peak_bf16_flops']}", flush=True)
+    print(
+        f"device {meta['device_name']}; torch {meta['torch']}, CUDA {meta['cuda']}, cuDNN {meta['cudnn']}; "
+        f"peak dense bf16 {meta['peak_bf16_flops']}",
+        flush=True,
+    )
     started = time.perf_counter()
     for name in SECTIONS:
         if name in chosen:
