@@ -28,8 +28,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from radam_repro import distributed, optim, tasks
 from radam_repro.distributed import Ranks
-from radam_repro.logging import Loggers
-from radam_repro.logging.statistics import histogram_record, is_histogram_step, summarize_variance
+from radam_repro.loggers import Loggers, Silent
+from radam_repro.loggers.statistics import histogram_record, is_histogram_step, summarize_variance
 from radam_repro.preemption import Preemption
 from radam_repro.run_dir import RunDir, RunFolderInUse
 
@@ -205,7 +205,7 @@ def _train(cfg: DictConfig, run: RunDir, ranks: Ranks, started: float, preemptio
             stale.unlink(missing_ok=True)
     if ranks.is_main:
         run.write_json("meta.json", {**run_metadata(cfg, device), "resumed_from_step": step or None, "world_size": ranks.world})
-    logs = Loggers(cfg, run) if ranks.is_main else distributed.Silent()
+    logs = Loggers(cfg, run) if ranks.is_main else Silent()
 
     def summary(status: str, **extra: Any) -> dict[str, Any]:
         out = dict(status=status, step=step, total_steps=total_steps, max_steps=max_steps, best=best,

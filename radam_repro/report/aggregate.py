@@ -20,7 +20,7 @@ import yaml
 from radam_repro.report.runs import Run
 
 # The run-specific keys: what configs/config.yaml leaves out of run-folder names, plus the seed.
-_PRIMARY_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "config.yaml"
+_PRIMARY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "config.yaml"
 IGNORED_KEYS = {"seed", "group", *yaml.safe_load(_PRIMARY_CONFIG.read_text())["hydra"]["job"]["config"]["override_dirname"]["exclude_keys"]}
 IGNORED_PREFIXES = ("logger.", "hydra.")
 PATH_LIKE = re.compile(r"(^|[._])(dir|path|root|file|folder)$")

@@ -8,7 +8,6 @@ run would have seen.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -16,23 +15,7 @@ import torch
 from torch import nn
 
 from radam_repro.distributed import shard_rows
-
-
-@dataclass
-class Decay:
-    """The task's learning-rate decay, in optimizer steps (composed with the optimizer's warmup).
-
-    kind: ``constant`` | ``step`` (×gamma at each milestone step) | ``linear`` (fairseq ``linear``:
-    from lr down to ``min_lr_ratio``·lr at ``total_steps``, starting after a linear warmup)
-    | ``inverse_sqrt`` (fairseq: lr·sqrt(W/k) after a warmup of W steps). ``start`` lets a
-    linear decay begin later (e.g. the last 30 % of a run).
-    """
-
-    kind: str = "constant"
-    milestones: list[int] = field(default_factory=list)
-    gamma: float = 0.1
-    min_lr_ratio: float = 0.0
-    start: int | None = None  # linear: first decaying update (None: after a linear warmup, as fairseq)
+from radam_repro.optim.schedules import Decay
 
 
 class Task:

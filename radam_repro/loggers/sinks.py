@@ -93,3 +93,16 @@ class Loggers:
 
     def finish(self, summary: dict[str, Any]) -> None:
         self._mirror("finish", summary)
+
+
+class Silent:
+    """The loggers of ranks other than 0: rank 0 alone writes the run folder and W&B."""
+
+    def log(self, rows: list[dict[str, Any]]) -> None:
+        pass
+
+    def histogram(self, step: int, record: dict[str, Any]) -> None:
+        pass
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        pass
