@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 
 import torch
@@ -108,7 +109,8 @@ def main() -> None:
             a.add_(b, alpha=1e-9)
 
         times: dict[str, list[float]] = {name: [] for name in [ADD, *VARIANTS]}
-        for _ in range(args.repeats):
+        for repeat in range(args.repeats):
+            print(f"{set_name}: repeat {repeat + 1}/{args.repeats}", file=sys.stderr, flush=True)
             times[ADD].append(timed(add_step, args.steps))
             for name, make in VARIANTS.items():
                 step = make(params)
