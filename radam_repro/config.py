@@ -9,6 +9,7 @@ valid choices. Task configs differ per task and are validated by each task's bui
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -57,13 +58,22 @@ class TrainerConfig:
     progress: bool = True  # tqdm progress bar
 
 
+class WandbMode(Enum):
+    """``logger.mode``: an Enum, so that a typo fails while Hydra composes, naming the key and the valid values."""
+
+    online = "online"
+    offline = "offline"
+    disabled = "disabled"
+
+
 @dataclass
 class LoggerConfig:
     kind: str = "local"  # local | wandb (local files are always written)
-    mode: str = "offline"  # wandb: online | offline | disabled
+    mode: WandbMode = WandbMode.offline  # wandb: online | offline | disabled
     project: str = "radam_repro"
     entity: Optional[str] = None
     tags: list[str] = field(default_factory=list)
+    init_timeout: float = 30.0  # seconds wandb.init may take (an unreachable server); then local files only
 
 
 @dataclass
