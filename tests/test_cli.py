@@ -125,7 +125,7 @@ def test_wandb_offline_run_directory_appears(cli, cifar_dir):
         *cifar_overrides(cifar_dir, steps=10))
     (run,) = run_folders(cli.runs)
     assert run.parent.name == "wandb_check"
-    (offline,) = list((run / "wandb").glob("offline-run-*"))
+    (offline,) = list((cli.runs / "wandb_home" / "wandb").glob("offline-run-*"))  # WANDB_DIR (conftest) is honoured
     (record,) = list(offline.glob("run-*.wandb"))
     data = record.read_bytes()  # the offline transaction log that `wandb sync` uploads
     for key in (b"cifar10", b"radam", b"wandb_check", b"seed3", b"train/loss", b"test/acc", b"hist/log_abs_grad"):

@@ -30,6 +30,11 @@ def wandb_config(cfg: DictConfig) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in flat.items()}
 
 
+def wandb_mode(cfg: DictConfig) -> str:
+    """``logger.mode`` as a string (the schema holds it as :class:`radam_repro.config.WandbMode`)."""
+    return getattr(cfg.logger.mode, "value", cfg.logger.mode)
+
+
 class WandbSink:
     """A W&B run grouped by experiment, tagged by task / variant / seed, resumable by id."""
 
@@ -38,11 +43,10 @@ class WandbSink:
 
         self.wandb = wandb
         run_id = hashlib.sha1(str(run.path.resolve()).encode()).hexdigest()[:16]
-        mode = getattr(cfg.logger.mode, "value", cfg.logger.mode)
         self.run = wandb.init(
             project=cfg.logger.project,
             entity=cfg.logger.entity,
-            mode=mode,
+            mode=wandb_mode(cfg),
             dir=os.environ.get("WANDB_DIR") or str(run.path),  # WANDB_DIR, when set, wins
             id=run_id,
             resume="allow",
@@ -93,7 +97,7 @@ class Loggers:
     def __init__(self, cfg: DictConfig, run: RunDir) -> None:
         self.run = run
         self.wandb: WandbSink | None = None
-        if cfg.logger.kind == "wandb" and getattr(cfg.logger.mode, "value", cfg.logger.mode) != "disabled":
+        if cfg.logger.kind == "wandb" and wandb_mode(cfg) != "disabled":
             started = time.monotonic()
             try:
                 self.wandb = WandbSink(cfg, run)
