@@ -17,7 +17,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from radam_repro.dashboard.browser import BROWSERS, SCALARS_PAGE, capture, free_port, get_json, serve
+from radam_repro.dashboard.browser import BROWSERS, SCALARS_PAGE, TIMESERIES_PAGE, capture, free_port, get_json, serve
 from radam_repro.loggers.statistics import histogram_record, is_histogram_step
 from radam_repro.optim import Adam
 from radam_repro.run_dir import RunDir
@@ -203,10 +203,12 @@ def chromium_or_skip() -> None:
 def test_a_browser_renders_the_scalars_page(sweep, tmp_path):
     chromium_or_skip()
     with serve([sweep], free_port(), tmp_path / "cache", runs=4) as url:
+        dom = capture(f"{url}/{TIMESERIES_PAGE}", tmp_path / "timeseries.png")
         png = tmp_path / "dashboard.png"
-        dom = capture(f"{url}/{SCALARS_PAGE}", png)
+        capture(f"{url}/{SCALARS_PAGE}", png)
     for name in ("adam seed=1", "adam seed=2", "adam_warmup seed=1", "adam_warmup seed=2"):
         assert name in dom, f"{name} not rendered"
-    assert "train/loss" in dom and "valid/loss" in dom
+    for tag in ("train/loss", "train/lr", "train/multiplier", "valid/loss"):
+        assert tag in dom, f"no {tag} card"
     pixels = matplotlib.image.imread(png)
     assert pixels.shape[:2] == (1000, 1600) and pixels.std() > 0.05

@@ -24,8 +24,12 @@ from pathlib import Path
 from typing import Iterator
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
-# the legacy Scalars page, unsmoothed, filtered to the curves that tell the warmup variants apart
-SCALARS_PAGE = "#scalars&tagFilter=%5E(train%7Cvalid)%2F(loss%7Clr%7Cmultiplier)%24&_smoothingWeight=0"
+# unsmoothed, filtered to the curves that tell the warmup variants apart (train/valid loss, lr, r_t): the legacy
+# Scalars page draws reliably in headless Chromium (the screenshot); the Time series page keeps its run table
+# and card titles in the light DOM, which --dump-dom shows (the legacy page's live in shadow roots)
+TAGS = "%5E(train%7Cvalid)%2F(loss%7Clr%7Cmultiplier)%24"
+SCALARS_PAGE = f"#scalars&tagFilter={TAGS}&_smoothingWeight=0"
+TIMESERIES_PAGE = f"?tagFilter={TAGS}&smoothing=0#timeseries"
 
 
 def free_port() -> int:
@@ -85,7 +89,7 @@ def browser() -> str:
     return found
 
 
-def capture(url: str, png: Path, size: tuple[int, int] = (1600, 1000), budget_ms: int = 15000) -> str:
+def capture(url: str, png: Path, size: tuple[int, int] = (1600, 1000), budget_ms: int = 30000) -> str:
     """Render ``url`` in headless Chromium for ``budget_ms`` of virtual time: save a screenshot, return the DOM."""
     png = Path(png).resolve()
     png.parent.mkdir(parents=True, exist_ok=True)
