@@ -56,9 +56,10 @@ def wait_until(predicate, what: str, timeout: float = 60):
 
 def hparams(url: str) -> tuple[dict, list[dict]]:
     experiment = get_json(f"{url}/data/plugin/hparams/experiment", {"experimentName": ""})
-    groups = get_json(f"{url}/data/plugin/hparams/session_groups",
-                      {"experimentName": "", "allowedStatuses": STATUSES, "colParams": [], "startIndex": 0,
-                       "sliceSize": 100})["sessionGroups"]
+    groups = get_json(
+        f"{url}/data/plugin/hparams/session_groups",
+        {"experimentName": "", "allowedStatuses": STATUSES, "colParams": [], "startIndex": 0, "sliceSize": 100},
+    )["sessionGroups"]
     return experiment, groups
 
 
@@ -66,8 +67,16 @@ def hparams(url: str) -> tuple[dict, list[dict]]:
 def write_cell(root: Path, variant: str, seed: int, steps: int = 20) -> RunDir:
     """A run folder as the training loop leaves it at ``steps`` (RunDir's writers, statistics' histograms)."""
     run = RunDir(root / f"optimizer={variant},seed={seed}")
-    run.write_config(OmegaConf.create({"optimizer": {"name": variant, "lr": 1e-3 if variant == "adam" else 2e-3},
-                                       "task": {"name": "toy"}, "seed": seed, "trainer": {"max_steps": 100}}))
+    run.write_config(
+        OmegaConf.create(
+            {
+                "optimizer": {"name": variant, "lr": 1e-3 if variant == "adam" else 2e-3},
+                "task": {"name": "toy"},
+                "seed": seed,
+                "trainer": {"max_steps": 100},
+            }
+        )
+    )
     run.write_summary(status="running", step=0, final={}, best={})
     append_steps(run, seed, 1, steps)
     return run
@@ -86,8 +95,9 @@ def append_steps(run: RunDir, seed: int, first: int, last: int) -> None:
             run.write_histogram(step, histogram_record(step, optimizer, names))
         optimizer.zero_grad()
         if step % 10 == 0:
-            run.append_metrics([{"step": step, "epoch": step / 100, "split": "train", "loss": 10.0 * seed + step,
-                                 "lr": 1e-3 * step}])
+            run.append_metrics(
+                [{"step": step, "epoch": step / 100, "split": "train", "loss": 10.0 * seed + step, "lr": 1e-3 * step}]
+            )
 
 
 def test_a_running_cell_updates_live_and_a_resumed_one_is_not_doubled(tmp_path):
@@ -101,15 +111,22 @@ def test_a_running_cell_updates_live_and_a_resumed_one_is_not_doubled(tmp_path):
         append_steps(cell, 1, 21, 40)
         with cell.metrics_path.open("a") as f:
             f.write('{"step": 50, "split": "train", "lo')
-        wait_until(lambda: [s for s, _ in scalars(url, "adam seed=1", "train/loss")] == [10, 20, 30, 40], "steps 30, 40")
+        wait_until(
+            lambda: [s for s, _ in scalars(url, "adam seed=1", "train/loss")] == [10, 20, 30, 40], "steps 30, 40"
+        )
         with cell.metrics_path.open("a") as f:
             f.write('ss": 60.0}\n')
         wait_until(lambda: scalars(url, "adam seed=1", "train/loss")[-1] == (50, 60.0), "the completed line")
 
         # a resume rewrites metrics.jsonl up to its checkpoint (step 30) and replays: each step stays once
         cell.truncate_metrics(30)
-        cell.append_metrics([{"step": 40, "split": "train", "loss": 50.0}, {"step": 50, "split": "train", "loss": 60.0},
-                             {"step": 60, "split": "train", "loss": 70.0}])
+        cell.append_metrics(
+            [
+                {"step": 40, "split": "train", "loss": 50.0},
+                {"step": 50, "split": "train", "loss": 60.0},
+                {"step": 60, "split": "train", "loss": 70.0},
+            ]
+        )
         wait_until(lambda: scalars(url, "adam seed=1", "train/loss")[-1] == (60, 70.0), "step 60 after the resume")
         assert [s for s, _ in scalars(url, "adam seed=1", "train/loss")] == [10, 20, 30, 40, 50, 60]
 
@@ -120,18 +137,28 @@ def test_a_running_cell_updates_live_and_a_resumed_one_is_not_doubled(tmp_path):
         wait_until(lambda: scalars(url, "adam seed=1", "final/valid/loss") == [(60, 0.5)], "final/valid/loss")
         assert scalars(url, "adam seed=1", "best/valid/loss") == [(60, 0.25)]
         histograms = get_json(f"{url}/data/plugin/histograms/tags")
-        assert set(histograms["adam seed=1"]) == {"hist/log_abs_grad", "hist/log_abs_exp_avg", "hist/log_abs_exp_avg_sq"}
+        assert set(histograms["adam seed=1"]) == {
+            "hist/log_abs_grad",
+            "hist/log_abs_exp_avg",
+            "hist/log_abs_exp_avg_sq",
+        }
         _, groups = hparams(url)
         by_name = {g["name"]: g for g in groups}
         assert by_name["adam seed=1"]["hparams"]["optimizer.lr"] == 1e-3
         assert by_name["radam seed=2"]["hparams"]["variant"] == "radam"
-    assert {p.name for p in cell.path.iterdir()} == {
-        "config.yaml", "summary.json", "metrics.jsonl", "histograms"}, "the dashboard writes nothing into a run folder"
+    assert {p.name for p in cell.path.iterdir()} == {"config.yaml", "summary.json", "metrics.jsonl", "histograms"}, (
+        "the dashboard writes nothing into a run folder"
+    )
 
 
 def test_a_missing_folder_is_named():
-    proc = subprocess.run([sys.executable, "-m", "radam_repro.dashboard", "no/such/sweep"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "radam_repro.dashboard", "no/such/sweep"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "no such folder:" in proc.stderr and "no/such/sweep" in proc.stderr
 
 
@@ -141,9 +168,19 @@ def sweep(tmp_path_factory):
     from conftest import run_cli
 
     runs = tmp_path_factory.mktemp("dash") / "runs"
-    run_cli("-m", "hydra/launcher=joblib", "optimizer=adam,adam_warmup", "seed=1,2", "task=nmt_synthetic",
-            "trainer.max_steps=30", "trainer.log_every=10", "trainer.eval_every=10", "group=dash",
-            runs=runs, timeout=1200)
+    run_cli(
+        "-m",
+        "hydra/launcher=joblib",
+        "optimizer=adam,adam_warmup",
+        "seed=1,2",
+        "task=nmt_synthetic",
+        "trainer.max_steps=30",
+        "trainer.log_every=10",
+        "trainer.eval_every=10",
+        "group=dash",
+        runs=runs,
+        timeout=1200,
+    )
     return runs / "dash"
 
 
@@ -160,7 +197,9 @@ def test_the_sweep_is_served_scalars_histograms_hparams(sweep, tmp_path):
         histogram_tags = get_json(f"{url}/data/plugin/histograms/tags")
         for name, run in cells.items():
             expected = expected_scalars(run)
-            assert {"train/loss", "train/lr", "train/multiplier", "train/adaptive_lr/var_mean", "valid/loss"} <= set(expected)
+            assert {"train/loss", "train/lr", "train/multiplier", "train/adaptive_lr/var_mean", "valid/loss"} <= set(
+                expected
+            )
             assert set(expected) <= set(tags[name])
             for tag, points in expected.items():  # every metric, at its optimizer steps, with its value
                 assert scalars(url, name, tag) == points, (name, tag)
@@ -181,7 +220,9 @@ def test_the_sweep_is_served_scalars_histograms_hparams(sweep, tmp_path):
         infos = {h["name"]: h for h in experiment["hparamInfos"]}
         assert infos["variant"]["differs"] and set(infos["variant"]["domainDiscrete"]) == {"adam", "adam_warmup"}
         assert infos["optimizer.warmup.kind"]["differs"] and not infos["optimizer.lr"]["differs"]
-        assert {"final/valid/loss", "best/valid/loss", "train/loss"} <= {m["name"]["tag"] for m in experiment["metricInfos"]}
+        assert {"final/valid/loss", "best/valid/loss", "train/loss"} <= {
+            m["name"]["tag"] for m in experiment["metricInfos"]
+        }
         assert sorted(g["name"] for g in groups) == sorted(cells)
         for group in groups:
             run = cells[group["name"]]

@@ -80,7 +80,9 @@ def test_offline_run_holds_config_metrics_histograms_and_summary(cli):
     history = [items(r.history.item) for r in records if r.WhichOneof("record_type") == "history"]
     for row in read_jsonl(run / "metrics.jsonl"):  # every row of the run folder, at its step, same values
         expected = {f"{row['split']}/{k}": v for k, v in row.items() if k not in ("step", "split")}
-        assert any(h.get("step") == row["step"] and all(h.get(k) == v for k, v in expected.items()) for h in history), row
+        assert any(h.get("step") == row["step"] and all(h.get(k) == v for k, v in expected.items()) for h in history), (
+            row
+        )
     steps_with_hist = []
     for path in sorted((run / "histograms").glob("step_*.json")):
         record = json.loads(path.read_text())
@@ -109,8 +111,15 @@ def test_unreachable_server_costs_at_most_the_init_timeout(cli):
     with socket.socket() as s:  # a loopback port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = cli("logger=wandb", "logger.mode=online", "logger.init_timeout=3", "optimizer=adam", "trainer.max_steps=10",
-               "task=nmt_synthetic", env={"WANDB_BASE_URL": f"http://127.0.0.1:{port}", "WANDB_API_KEY": "x" * 40})
+    proc = cli(
+        "logger=wandb",
+        "logger.mode=online",
+        "logger.init_timeout=3",
+        "optimizer=adam",
+        "trainer.max_steps=10",
+        "task=nmt_synthetic",
+        env={"WANDB_BASE_URL": f"http://127.0.0.1:{port}", "WANDB_API_KEY": "x" * 40},
+    )
     waited = re.search(r"W&B could not start within ([0-9.]+) s", proc.stderr)
     assert waited, proc.stderr[-2000:]
     assert float(waited.group(1)) <= 3 + 20  # + starting the wandb-core service; unbounded it waited ~100 s

@@ -26,7 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=6006)
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between two conversion passes")
-    parser.add_argument("--cache", type=Path, default=None, help="cache folder (default $RADAM_REPRO_CACHE or ~/.cache/radam_repro)")
+    parser.add_argument(
+        "--cache", type=Path, default=None, help="cache folder (default $RADAM_REPRO_CACHE or ~/.cache/radam_repro)"
+    )
     args = parser.parse_args(argv)
 
     from tensorboard import program  # after argparse: --help stays instant
@@ -44,18 +46,37 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     board = program.TensorBoard()
-    board.configure(argv=[None, "--logdir", str(logdir), "--host", args.host, "--port", str(args.port),
-                          "--reload_interval", str(max(1, int(args.interval))), "--load_fast", "false"])
+    board.configure(
+        argv=[
+            None,
+            "--logdir",
+            str(logdir),
+            "--host",
+            args.host,
+            "--port",
+            str(args.port),
+            "--reload_interval",
+            str(max(1, int(args.interval))),
+            "--load_fast",
+            "false",
+        ]
+    )
     try:
         url = board.launch()
     except program.TensorBoardServerException as e:
-        print(f"error: TensorBoard could not serve on {args.host}:{args.port} ({e.msg}); "
-              "pick another port with --port", file=sys.stderr)
+        print(
+            f"error: TensorBoard could not serve on {args.host}:{args.port} ({e.msg}); pick another port with --port",
+            file=sys.stderr,
+        )
         return 2
     port = int(url.rstrip("/").rsplit(":", 1)[1])
-    print(f"TensorBoard: {url}  ({len(converter.cells)} runs from {', '.join(map(str, roots))}; event files in {logdir})")
-    print(f"From your laptop: ssh -N -L {port}:localhost:{port} {getpass.getuser()}@{socket.gethostname()}  "
-          f"then open http://localhost:{port}")
+    print(
+        f"TensorBoard: {url}  ({len(converter.cells)} runs from {', '.join(map(str, roots))}; event files in {logdir})"
+    )
+    print(
+        f"From your laptop: ssh -N -L {port}:localhost:{port} {getpass.getuser()}@{socket.gethostname()}  "
+        f"then open http://localhost:{port}"
+    )
     print("Ctrl-C stops it.", flush=True)
     try:
         while True:

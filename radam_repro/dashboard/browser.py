@@ -19,9 +19,11 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+
+from radam_repro.report.runs import find_run_dirs
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 # unsmoothed, filtered to the curves that tell the warmup variants apart (train/valid loss, lr, r_t): the legacy
@@ -47,12 +49,25 @@ def get_json(url: str, body: dict | None = None) -> object:
 
 
 @contextmanager
-def serve(folders: list[Path], port: int, cache: Path, runs: int = 1, interval: float = 1.0,
-          timeout: float = 120.0) -> Iterator[str]:
+def serve(
+    folders: list[Path], port: int, cache: Path, runs: int = 1, interval: float = 1.0, timeout: float = 120.0
+) -> Iterator[str]:
     """``python -m radam_repro.dashboard`` in a subprocess, yielded once it serves ``runs`` runs; always stopped."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "radam_repro.dashboard", *map(str, folders), "--host", "127.0.0.1",
-           "--port", str(port), "--interval", str(interval), "--cache", str(cache)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "radam_repro.dashboard",
+        *map(str, folders),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--interval",
+        str(interval),
+        "--cache",
+        str(cache),
+    ]
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
@@ -66,8 +81,10 @@ def serve(folders: list[Path], port: int, cache: Path, runs: int = 1, interval: 
                 pass
             if proc.poll() is not None or time.time() > deadline:
                 log.seek(0)
-                raise RuntimeError(f"the dashboard did not serve {runs} runs within {timeout:.0f} s "
-                                   f"(exit code {proc.poll()}):\n{log.read().decode()[-3000:]}")
+                raise RuntimeError(
+                    f"the dashboard did not serve {runs} runs within {timeout:.0f} s "
+                    f"(exit code {proc.poll()}):\n{log.read().decode()[-3000:]}"
+                )
             time.sleep(0.5)
         yield url
     finally:
@@ -84,8 +101,10 @@ def serve(folders: list[Path], port: int, cache: Path, runs: int = 1, interval: 
 def browser() -> str:
     found = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
     if found is None:
-        raise FileNotFoundError("no headless browser found (tried chromium, chromium-browser, google-chrome); "
-                                "install Debian's with `apt-get install -y chromium`")
+        raise FileNotFoundError(
+            "no headless browser found (tried chromium, chromium-browser, google-chrome); "
+            "install Debian's with `apt-get install -y chromium`"
+        )
     return found
 
 
@@ -95,10 +114,23 @@ def capture(url: str, png: Path, size: tuple[int, int] = (1600, 1000), budget_ms
     png.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as profile:
         proc = subprocess.run(
-            [browser(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--mute-audio",
-             f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}",
-             f"--virtual-time-budget={budget_ms}", f"--screenshot={png}", "--dump-dom", url],
-            capture_output=True, text=True, timeout=120,
+            [
+                browser(),
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                "--mute-audio",
+                f"--user-data-dir={profile}",
+                f"--window-size={size[0]},{size[1]}",
+                f"--virtual-time-budget={budget_ms}",
+                f"--screenshot={png}",
+                "--dump-dom",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
     if proc.returncode != 0 or not png.is_file():
         raise RuntimeError(f"chromium failed ({proc.returncode}) on {url}:\n{proc.stderr[-3000:]}")
@@ -106,12 +138,17 @@ def capture(url: str, png: Path, size: tuple[int, int] = (1600, 1000), budget_ms
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m radam_repro.dashboard.browser", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m radam_repro.dashboard.browser", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("folders", nargs="+", type=Path, help="sweep or run folders")
     parser.add_argument("--out", type=Path, required=True, help="the PNG to write")
-    parser.add_argument("--page", default=SCALARS_PAGE, help="the part of the URL after '/' (default: the scalars page)")
+    parser.add_argument(
+        "--page", default=SCALARS_PAGE, help="the part of the URL after '/' (default: the scalars page)"
+    )
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as cache, serve(args.folders, free_port(), Path(cache)) as url:
+    runs = len(find_run_dirs(args.folders))
+    with tempfile.TemporaryDirectory() as cache, serve(args.folders, free_port(), Path(cache), runs=runs) as url:
         capture(f"{url}/{args.page}", args.out)
     print(f"wrote {args.out}")
     return 0

@@ -104,8 +104,9 @@ class Converter:
             if name in taken:
                 name = _UNSAFE.sub("_", f"{name} ({path.name})")
             taken.add(name)
-            cell = Cell(path=path, name=name, writer=SummaryWriter(str(self.logdir / name), max_queue=10_000,
-                                                                    flush_secs=3600))
+            cell = Cell(
+                path=path, name=name, writer=SummaryWriter(str(self.logdir / name), max_queue=10_000, flush_secs=3600)
+            )
             if config:
                 cell.writer.file_writer.add_summary(hparams_summary.hparams_pb(_hparams(config), trial_id=name))
             self.cells[path] = cell
@@ -158,7 +159,11 @@ class Converter:
             step = record.get("step")
             for name, hist in (record.get("hist") or {}).items():
                 tag = f"hist/{name}"
-                if isinstance(step, int) and step > cell.last_step.get(tag, -1) and _add_histogram(cell.writer, tag, hist, step):
+                if (
+                    isinstance(step, int)
+                    and step > cell.last_step.get(tag, -1)
+                    and _add_histogram(cell.writer, tag, hist, step)
+                ):
                     cell.last_step[tag] = step
                     written += 1
         return written
@@ -177,12 +182,16 @@ class Converter:
             summary = json.loads(path.read_text())
         except (OSError, ValueError):
             return 0
-        if not isinstance(summary, dict) or summary.get("status") not in ENDED or not isinstance(summary.get("step"), int):
+        if (
+            not isinstance(summary, dict)
+            or summary.get("status") not in ENDED
+            or not isinstance(summary.get("step"), int)
+        ):
             return 0
         written = 0
         for kind in ("final", "best"):
             values = summary.get(kind)
-            for key, value in (values.items() if isinstance(values, dict) else []):
+            for key, value in values.items() if isinstance(values, dict) else []:
                 written += cell.add_scalar(f"{kind}/{key}", value, summary["step"])
         return written
 
@@ -198,8 +207,14 @@ def _config(path: Path) -> dict[str, Any]:
 def _hparams(config: dict[str, Any]) -> dict[str, Any]:
     """The cell's hyperparameters: variant, task, seed, then every config key a report would group by."""
     flat = flatten(config)
-    out: dict[str, Any] = {"variant": flat.get("optimizer.name"), "task": flat.get("task.name"), "seed": flat.get("seed")}
-    out.update({k: v for k, v in sorted(flat.items()) if not is_ignored(k) and k not in ("optimizer.name", "task.name")})
+    out: dict[str, Any] = {
+        "variant": flat.get("optimizer.name"),
+        "task": flat.get("task.name"),
+        "seed": flat.get("seed"),
+    }
+    out.update(
+        {k: v for k, v in sorted(flat.items()) if not is_ignored(k) and k not in ("optimizer.name", "task.name")}
+    )
     return {k: v if isinstance(v, (bool, int, float, str)) else format_value(v) for k, v in out.items()}
 
 
@@ -227,9 +242,16 @@ def _add_histogram(writer: SummaryWriter, tag: str, hist: dict[str, list[float]]
     centers = [(edges[i] + edges[i + 1]) / 2 for i in range(lo, hi)]
     kept = counts[lo:hi]
     writer.add_histogram_raw(
-        tag, min=edges[lo], max=edges[hi], num=sum(kept), sum=sum(c * x for c, x in zip(kept, centers)),
-        sum_squares=sum(c * x * x for c, x in zip(kept, centers)), bucket_limits=edges[lo + 1 : hi + 1],
-        bucket_counts=kept, global_step=step, walltime=time.time(),
+        tag,
+        min=edges[lo],
+        max=edges[hi],
+        num=sum(kept),
+        sum=sum(c * x for c, x in zip(kept, centers)),
+        sum_squares=sum(c * x * x for c, x in zip(kept, centers)),
+        bucket_limits=edges[lo + 1 : hi + 1],
+        bucket_counts=kept,
+        global_step=step,
+        walltime=time.time(),
     )
     return True
 

@@ -102,9 +102,12 @@ class Loggers:
             try:
                 self.wandb = WandbSink(cfg, run)
             except Exception as e:  # noqa: BLE001 - W&B must never cost a run
-                warnings.warn(f"W&B could not start within {time.monotonic() - started:.1f} s "
-                              f"(logger.init_timeout={cfg.logger.init_timeout}; {type(e).__name__}: {e}); "
-                              f"logging to {run.path} only")
+                warnings.warn(
+                    f"W&B could not start within {time.monotonic() - started:.1f} s "
+                    f"(logger.init_timeout={cfg.logger.init_timeout}; {type(e).__name__}: {e}); "
+                    f"logging to {run.path} only",
+                    stacklevel=2,
+                )
         elif cfg.logger.kind not in ("local", "wandb"):
             raise ValueError(f"unknown logger.kind={cfg.logger.kind!r}; choose local or wandb")
 
@@ -114,7 +117,7 @@ class Loggers:
         try:
             getattr(self.wandb, method)(*args)
         except Exception as e:  # noqa: BLE001
-            warnings.warn(f"W&B {method} failed ({type(e).__name__}: {e}); W&B disabled for this run")
+            warnings.warn(f"W&B {method} failed ({type(e).__name__}: {e}); W&B disabled for this run", stacklevel=2)
             self.wandb = None
 
     def log(self, rows: list[dict[str, Any]]) -> None:
