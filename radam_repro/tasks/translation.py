@@ -67,14 +67,13 @@ class NMTConfig:
     max_update: int = 70000
     label_smoothing: float = 0.1
     clip_norm: float = 25.0
-    lr: float = 3e-4  # the optimizer's peak lr, only to express min_lr as a ratio of it
-    min_lr: float = 1e-9
+    min_lr: float = 1e-9  # the linear decay's end (fairseq --min-lr)
     average_last: int = 10  # eval.sh averages 10 checkpoints, the paper says 20
     beam: int = 5
     lenpen: float = 1.0
     max_len_a: float = 0.0
     max_len_b: int = 200
-    generate_batch_size: int = 128
+    eval_batch_size: int = 128  # sentences per beam-search batch
     detok_bleu: bool = False  # also sacreBLEU (13a) on Moses-detokenised text
     model: ModelConfig = field(default_factory=ModelConfig)
 
@@ -187,7 +186,7 @@ class Seq2SeqTask(Task):
         ntokens = batch["ntokens"]
         metrics = {"nll_loss": nll.detach() / ntokens, "ntokens": ntokens.float()}
         if self.token_accuracy:
-            metrics["acc"] = logits.argmax(-1).eq(batch["target"]).float().mean()
+            metrics["acc"] = logits.argmax(-1).eq(batch["target"]).float().mean() * 100  # percent, as every task
         return loss / ntokens, metrics
 
 
@@ -205,7 +204,7 @@ class TranslationTask(Seq2SeqTask):
         self.steps_per_epoch = len(self.batches)
         self.total_steps = cfg.max_update
         self.clip_norm = cfg.clip_norm
-        self.decay = Decay(kind="linear", min_lr_ratio=cfg.min_lr / cfg.lr)
+        self.decay = Decay(kind="linear", min_lr=cfg.min_lr)
 
     def train_batches(self, epoch: int, start: int = 0) -> Iterator[dict]:
         """Batches fixed once per run (seeded tie-breaking), visited in an order shuffled by (seed, epoch)."""
@@ -234,7 +233,7 @@ class TranslationTask(Seq2SeqTask):
         """Beam-search hypotheses of every sentence of ``split``, BPE removed, in corpus order."""
         data = self.data.splits[split]
         hypotheses = [""] * len(data)
-        for indices in batch_by_size(length_sorted_indices(data, None), data.num_tokens, None, self.cfg.generate_batch_size, 1):
+        for indices in batch_by_size(length_sorted_indices(data, None), data.num_tokens, None, self.cfg.eval_batch_size, 1):
             src = collate(data, indices, self.device)["src_tokens"]
             results = beam_search(
                 model, src, beam=self.cfg.beam, lenpen=self.cfg.lenpen, max_len_a=self.cfg.max_len_a, max_len_b=self.cfg.max_len_b
@@ -321,7 +320,7 @@ class SyntheticTranslationTask(Seq2SeqTask):
             totals += [float(loss), float(nll), float(correct), float(batch["ntokens"])]
         model.train(was_training)
         loss, nll, correct, ntokens = totals.tolist()
-        return {"valid/loss": loss / ntokens, "valid/nll_loss": nll / ntokens, "valid/ppl": math.exp(nll / ntokens), "valid/acc": correct / ntokens}
+        return {"valid/loss": loss / ntokens, "valid/nll_loss": nll / ntokens, "valid/ppl": math.exp(nll / ntokens), "valid/acc": 100 * correct / ntokens}
 
     def state_dict(self) -> dict:
         return {"vocab": self.cfg.vocab, "length": self.cfg.length, "task_seed": self.cfg.task_seed}
