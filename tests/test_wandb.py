@@ -57,6 +57,7 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_offline_run_holds_config_metrics_histograms_and_summary(cli):
     cli("optimizer=radam", "logger=wandb", "logger.mode=offline", "group=wandb_check", "seed=3", *SMALL)
     (run,) = [p.parent for p in cli.runs.rglob("summary.json")]
