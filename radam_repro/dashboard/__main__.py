@@ -81,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         while True:
             time.sleep(args.interval)
-            converter.update()
+            try:
+                converter.update()
+            except OSError as e:  # a folder moved or deleted while serving: say so, keep serving what was read
+                print(f"warning: {e}", file=sys.stderr, flush=True)
     except KeyboardInterrupt:
         pass
     finally:
