@@ -45,22 +45,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    board = program.TensorBoard()
-    board.configure(
-        argv=[
-            None,
-            "--logdir",
-            str(logdir),
-            "--host",
-            args.host,
-            "--port",
-            str(args.port),
-            "--reload_interval",
-            str(max(1, int(args.interval))),
-            "--load_fast",
-            "false",
-        ]
-    )
+    board = program.TensorBoard()  # in this process; the Python event loader (no data-server subprocess)
+    flags = {
+        "logdir": logdir,
+        "host": args.host,
+        "port": args.port,
+        "load_fast": "false",
+        "reload_interval": max(1, round(args.interval)),
+    }
+    board.configure(argv=[None, *(f"--{k}={v}" for k, v in flags.items())])
     try:
         url = board.launch()
     except program.TensorBoardServerException as e:
