@@ -49,7 +49,8 @@ class Owner:
         return self.age_s <= self.lease_s
 
     def __str__(self) -> str:
-        return f"process {self.pid} on {self.host or '?'} (lock touched {self.age_s:.0f} s ago, lease {self.lease_s:g} s)"
+        touched = f"lock touched {self.age_s:.0f} s ago, lease {self.lease_s:g} s"
+        return f"process {self.pid} on {self.host or '?'} ({touched})"
 
 
 def pid_alive(pid: int) -> bool:

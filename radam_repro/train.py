@@ -132,11 +132,11 @@ def validate(cfg: DictConfig) -> None:
         if t[key] < 1:
             raise ValueError(f"trainer.{key}={t[key]} must be a positive number of steps")
     if t.eval_every is not None and t.eval_every < 1:
-        raise ValueError(f"trainer.eval_every={t.eval_every} must be a positive number of steps (or null: once per epoch)")
+        raise ValueError(f"trainer.eval_every={t.eval_every} must be a positive number of steps (null: once per epoch)")
     if t.threads is not None and t.threads < 1:
         raise ValueError(f"trainer.threads={t.threads} must be >= 1 (or null: torch's default)")
     if t.max_steps is not None and t.max_steps <= 0:
-        raise ValueError(f"trainer.max_steps={t.max_steps} must be a positive number of updates (or null: the recipe's)")
+        raise ValueError(f"trainer.max_steps={t.max_steps} must be a positive number of updates (null: the recipe's)")
     if t.keep_checkpoints < 0:
         raise ValueError(f"trainer.keep_checkpoints={t.keep_checkpoints} must be >= 0")
     if t.precision not in PRECISIONS:
@@ -145,7 +145,7 @@ def validate(cfg: DictConfig) -> None:
         optim.build(cfg.optimizer, [torch.zeros(1, requires_grad=True)])
         optim.build_schedule(cfg.optimizer, Decay(), 1)
     except ValueError as e:
-        raise ValueError(re.sub(r"invalid (\w+)=", r"invalid optimizer.\1=", str(e))) from None
+        raise ValueError(re.sub(r"^invalid (?=\w)", "invalid optimizer.", str(e))) from None
 
 
 def check_resume_config(cfg: DictConfig, out_dir: Path) -> None:
@@ -163,8 +163,9 @@ def check_resume_config(cfg: DictConfig, out_dir: Path) -> None:
     except yaml.YAMLError as e:
         raise ConfigMismatch(f"{path} is unreadable ({e}); start afresh with trainer.resume=false") from None
     new = flatten(OmegaConf.to_container(cfg, resolve=True))
+    keys = [k for k in sorted(old.keys() | new.keys()) if not is_run_specific(k)]
     diffs = [f"  {k}: {old.get(k, MISSING)!r} (folder) -> {new.get(k, MISSING)!r} (now)"
-             for k in sorted(old.keys() | new.keys()) if not is_run_specific(k) and old.get(k, MISSING) != new.get(k, MISSING)]
+             for k in keys if old.get(k, MISSING) != new.get(k, MISSING)]
     if diffs:
         raise ConfigMismatch(
             f"{path.parent} holds a run with another config; resuming it would mix two runs. Differences:\n"
@@ -216,7 +217,8 @@ def _claim(cfg: DictConfig, run: RunDir) -> dict[str, Any] | None:
 def _record_failure(run: RunDir, error: Exception, started: float) -> None:
     """Write a ``failed`` summary that keeps what the run had reached (step, best, ...)."""
     try:
-        last = {"step": 0, "total_steps": None, "final": {}, "best": {}, "diverged_step": None, **(run.read_summary() or {})}
+        last = {"step": 0, "total_steps": None, "final": {}, "best": {}, "diverged_step": None,
+                **(run.read_summary() or {})}
         run.write_summary(**{**last, "status": "failed", "error": f"{type(error).__name__}: {error}",
                              "wall_s": time.time() - started})
     except (OSError, ValueError) as e:
@@ -224,7 +226,7 @@ def _record_failure(run: RunDir, error: Exception, started: float) -> None:
 
 
 def _spawn(cfg: DictConfig, run: RunDir) -> dict[str, Any]:
-    """``trainer.devices=N`` outside a launcher: N rank processes run :func:`train`; their result is rank 0's summary."""
+    """``trainer.devices=N`` outside a launcher: N rank processes run :func:`train`; returns rank 0's summary."""
     resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))  # children have no Hydra context
     preemption = Preemption()  # SLURM signals the whole step: this parent waits until the ranks have saved
     try:
@@ -411,7 +413,7 @@ class Loop:
         state.best.update({k: v for k, v in metrics.items() if better(k, v, state.best.get(k))})
 
     def save(self) -> None:
-        """Rank 0 writes the shared state and every rank's own (RNG, task stream, logging interval); the summary follows."""
+        """Rank 0 writes the shared state and every rank's own (RNG, task stream, logging interval), then the summary."""
         own = self.ranks.gather(dict(rng=rng_state(), task=self.task.state_dict(), **self.state.interval()))
         if self.ranks.is_main:
             state = self.state
@@ -445,7 +447,8 @@ class Loop:
         self.state = LoopState.restore(checkpoint, own, self.device)
         if self.ranks.is_main:
             self.folder.truncate_metrics(checkpoint["metrics_bytes"])
-            print(f"[radam_repro] resuming {self.folder.path} from step {self.state.step} ({path.relative_to(self.folder.path)})")
+            used = path.relative_to(self.folder.path)
+            print(f"[radam_repro] resuming {self.folder.path} from step {self.state.step} ({used})")
         return self.state
 
     def summary(self, status: str, **extra: Any) -> dict[str, Any]:
@@ -484,4 +487,5 @@ def _progress(cfg: DictConfig, step: int, max_steps: int):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=max_steps, initial=step, desc=f"{cfg.task.name}/{cfg.optimizer.name}/s{cfg.seed}", dynamic_ncols=True)
+    desc = f"{cfg.task.name}/{cfg.optimizer.name}/s{cfg.seed}"
+    return tqdm(total=max_steps, initial=step, desc=desc, dynamic_ncols=True)
