@@ -1,6 +1,6 @@
 """How long the report takes to read and aggregate many run folders (target: 1,000 folders < 10 s).
 
-Builds synthetic run folders (DESIGN.md's contract: config.yaml, meta.json, metrics.jsonl,
+Builds synthetic run folders (the run-folder contract in README.md: config.yaml, meta.json, metrics.jsonl,
 summary.json) in a temporary folder, then times, in the same process:
 
 * reference: reading every file and parsing it (json.loads of every metrics line and JSON file,

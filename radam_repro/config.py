@@ -8,11 +8,13 @@ valid choices. Task configs differ per task and are validated by each task's bui
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+from radam_repro.optim.registry import OPTIMIZERS, OptimInfo
 
 
 @dataclass
@@ -20,24 +22,6 @@ class WarmupConfig:
     kind: str = "none"  # none | linear | exponential | untuned_linear | untuned_exponential
     steps: int = 0  # W for linear, tau for exponential
     init_lr: float = 0.0  # fairseq --warmup-init-lr (absolute lr at update 0)
-
-
-@dataclass
-class OptimizerConfig:
-    name: str = MISSING  # the paper's variant name: adam, adam_warmup, adam_2k, adam_eps, radam, ...
-    algorithm: str = MISSING  # adam | adam_2k | radam | simplified_radam | sgd
-    lr: float = 1e-3
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    decoupled_weight_decay: bool = True
-    eps_placement: str = "sqrt_v"  # sqrt_v (paper, fairseq, official, torch RAdam) | sqrt_vhat (torch Adam)
-    threshold: float = 5.0  # RAdam: rectify while rho_t > threshold (4 paper, 5 code)
-    degenerated_to_sgd: bool = True  # RAdam below the threshold: SGD-momentum step (True) or no step
-    freeze_steps: int = 0  # Adam-2k
-    momentum: float = 0.9  # SGD
-    nesterov: bool = False  # SGD
-    warmup: WarmupConfig = field(default_factory=WarmupConfig)
 
 
 @dataclass
@@ -69,7 +53,7 @@ class LoggerConfig:
 
 @dataclass
 class Config:
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    optimizer: Any = MISSING  # typed by its algorithm's schema (optimizer_schema), chosen in the variant's defaults
     task: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
@@ -79,5 +63,21 @@ class Config:
     run_root: str = "runs"
 
 
+def optimizer_schema(info: OptimInfo) -> type:
+    """The structured config of one algorithm: name, algorithm, warmup and the hyperparameters that apply.
+
+    Stored as ``optimizer/_<algorithm>``; a variant's YAML starts from it (``defaults: [_radam, _self_]``) and
+    holds only what differs, so a key that does not apply (``momentum`` for Adam) or a wrong type fails early.
+    """
+    fields = [("name", str, MISSING), ("algorithm", str, info.name)]
+    fields += [(hp.name, hp.type, field(default_factory=lambda d=hp.default: list(d)) if isinstance(hp.default, list)
+                else hp.default) for hp in info.hyperparameters]
+    fields.append(("warmup", WarmupConfig, field(default_factory=WarmupConfig)))
+    return make_dataclass(f"{info.cls.__name__}Config", fields)
+
+
 def register() -> None:
-    ConfigStore.instance().store(name="_config_schema", node=Config)
+    store = ConfigStore.instance()
+    store.store(name="_config_schema", node=Config)
+    for info in OPTIMIZERS.values():
+        store.store(group="optimizer", name=f"_{info.name}", node=optimizer_schema(info))

@@ -1,4 +1,4 @@
-"""The run folder: the contract between training, sweeps and reports (DESIGN.md).
+"""The run folder: the contract between training, sweeps and reports (its files are listed in README.md, "Runs, resume and sweeps").
 
 ::
 

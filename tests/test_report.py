@@ -1,4 +1,4 @@
-"""The report on synthetic run folders written through the real RunDir (DESIGN.md's contract).
+"""The report on synthetic run folders written through the real RunDir (the run-folder contract in README.md).
 
 Edge cases that real tiny runs cannot produce on demand: seeds with known metrics, failed,
 diverged, half-written and corrupted runs, configs that differ only in paths.

@@ -1,4 +1,4 @@
-"""Reading run folders (DESIGN.md's contract) robustly: a broken run is listed, never fatal.
+"""Reading run folders (the run-folder contract in README.md) robustly: a broken run is listed, never fatal.
 
 A folder is a run if it holds ``config.yaml`` or ``summary.json``; other folders are walked
 recursively (hidden ones such as Hydra's ``.hydra/`` are skipped, and a run's own subfolders are

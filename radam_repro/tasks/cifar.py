@@ -1,4 +1,4 @@
-"""Task ``cifar10``: ResNet-20 on CIFAR-10 with the official recipe (PAPER.md §1.4).
+"""Task ``cifar10``: ResNet-20 on CIFAR-10 with the official recipe (RAdam repository, cifar_imagenet/recipes.md and cifar.py).
 
 Batch 128 (last partial batch kept, 391 updates per epoch on the full set), 164 epochs with
 lr x0.1 at the start of epochs 81 and 122, test accuracy after every epoch.

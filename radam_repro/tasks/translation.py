@@ -66,8 +66,7 @@ class NMTConfig:
     max_update: int = 70000
     label_smoothing: float = 0.1
     clip_norm: float = 25.0
-    lr: float = 3e-4  # the optimizer's peak lr, only to express min_lr as a ratio of it
-    min_lr: float = 1e-9
+    min_lr: float = 1e-9  # the linear decay's end (fairseq --min-lr)
     average_last: int = 10  # eval.sh averages 10 checkpoints, the paper says 20
     beam: int = 5
     lenpen: float = 1.0
@@ -186,7 +185,7 @@ class Seq2SeqTask(Task):
         ntokens = batch["ntokens"]
         metrics = {"nll_loss": nll.detach() / ntokens, "ntokens": ntokens.float()}
         if self.token_accuracy:
-            metrics["acc"] = logits.argmax(-1).eq(batch["target"]).float().mean()
+            metrics["acc"] = logits.argmax(-1).eq(batch["target"]).float().mean() * 100  # percent, as every task
         return loss / ntokens, metrics
 
 
@@ -204,7 +203,7 @@ class TranslationTask(Seq2SeqTask):
         self.steps_per_epoch = len(self.batches)
         self.total_steps = cfg.max_update
         self.clip_norm = cfg.clip_norm
-        self.decay = Decay(kind="linear", min_lr_ratio=cfg.min_lr / cfg.lr)
+        self.decay = Decay(kind="linear", min_lr=cfg.min_lr)
         self.checkpoints_needed = cfg.average_last
 
     def train_batches(self, epoch: int, start: int = 0) -> Iterator[dict]:
@@ -321,7 +320,7 @@ class SyntheticTranslationTask(Seq2SeqTask):
             totals += [float(loss), float(nll), float(correct), float(batch["ntokens"])]
         model.train(was_training)
         loss, nll, correct, ntokens = totals.tolist()
-        return {"valid/loss": loss / ntokens, "valid/nll_loss": nll / ntokens, "valid/ppl": math.exp(nll / ntokens), "valid/acc": correct / ntokens}
+        return {"valid/loss": loss / ntokens, "valid/nll_loss": nll / ntokens, "valid/ppl": math.exp(nll / ntokens), "valid/acc": 100 * correct / ntokens}
 
     def state_dict(self) -> dict:
         return {"vocab": self.cfg.vocab, "length": self.cfg.length, "task_seed": self.cfg.task_seed}
