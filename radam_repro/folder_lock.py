@@ -20,10 +20,10 @@ import threading
 import time
 import uuid
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 LEASE_S = 300.0  # default lease: a lock untouched for this long belongs to a dead process
 BREAKER_STALE_S = 10.0  # the breaker is held for microseconds; older means its holder died there
@@ -123,7 +123,7 @@ class FolderLock:
             if owner is not None and owner.token == self.token:
                 self.lock.unlink()
 
-    def __enter__(self) -> "FolderLock":
+    def __enter__(self) -> FolderLock:
         self.acquire()
         return self
 
@@ -162,7 +162,9 @@ class FolderLock:
         while not self._stop.wait(self.lease_s / 4):
             owner = read_owner(self.lock)
             if owner is None or owner.token != self.token:
-                warnings.warn(f"lost the lock {self.lock} (now {owner}); another process may write this folder")
+                warnings.warn(
+                    f"lost the lock {self.lock} (now {owner}); another process may write this folder", stacklevel=1
+                )
                 return
             with suppress(FileNotFoundError):
                 os.utime(self.lock)

@@ -1,4 +1,4 @@
-"""The run folder: the contract between training, sweeps and reports (its files are listed in README.md, "Runs, resume and sweeps").
+"""The run folder: the contract between training, sweeps and reports (README.md, "Runs, resume and sweeps").
 
 ::
 
@@ -25,8 +25,9 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import yaml
@@ -97,8 +98,7 @@ class RunDir:
 
     def move_aside(self) -> Path | None:
         """Move an earlier run's files into ``previous-<time>/`` (Hydra's .hydra/ and *.log of this launch stay)."""
-        entries = [p for p in self.path.iterdir()
-                   if not (p.name.startswith((".", "previous-")) or p.suffix == ".log")]
+        entries = [p for p in self.path.iterdir() if not (p.name.startswith((".", "previous-")) or p.suffix == ".log")]
         if not entries:
             return None
         stamp = time.strftime("%Y%m%d-%H%M%S")

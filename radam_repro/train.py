@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import platform
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -164,12 +164,16 @@ def check_resume_config(cfg: DictConfig, out_dir: Path) -> None:
         raise ConfigMismatch(f"{path} is unreadable ({e}); start afresh with trainer.resume=false") from None
     new = flatten(OmegaConf.to_container(cfg, resolve=True))
     keys = [k for k in sorted(old.keys() | new.keys()) if not is_run_specific(k)]
-    diffs = [f"  {k}: {old.get(k, MISSING)!r} (folder) -> {new.get(k, MISSING)!r} (now)"
-             for k in keys if old.get(k, MISSING) != new.get(k, MISSING)]
+    diffs = [
+        f"  {k}: {old.get(k, MISSING)!r} (folder) -> {new.get(k, MISSING)!r} (now)"
+        for k in keys
+        if old.get(k, MISSING) != new.get(k, MISSING)
+    ]
     if diffs:
         raise ConfigMismatch(
             f"{path.parent} holds a run with another config; resuming it would mix two runs. Differences:\n"
-            + "\n".join(diffs) + "\nEither run this config in another folder (other overrides, or hydra.run.dir=...), "
+            + "\n".join(diffs)
+            + "\nEither run this config in another folder (other overrides, or hydra.run.dir=...), "
             "or start afresh here with trainer.resume=false (the earlier run's files move to previous-<time>/)."
         )
 
@@ -217,10 +221,17 @@ def _claim(cfg: DictConfig, run: RunDir) -> dict[str, Any] | None:
 def _record_failure(run: RunDir, error: Exception, started: float) -> None:
     """Write a ``failed`` summary that keeps what the run had reached (step, best, ...)."""
     try:
-        last = {"step": 0, "total_steps": None, "final": {}, "best": {}, "diverged_step": None,
-                **(run.read_summary() or {})}
-        run.write_summary(**{**last, "status": "failed", "error": f"{type(error).__name__}: {error}",
-                             "wall_s": time.time() - started})
+        last = {
+            "step": 0,
+            "total_steps": None,
+            "final": {},
+            "best": {},
+            "diverged_step": None,
+            **(run.read_summary() or {}),
+        }
+        run.write_summary(
+            **{**last, "status": "failed", "error": f"{type(error).__name__}: {error}", "wall_s": time.time() - started}
+        )
     except (OSError, ValueError) as e:
         print(f"[radam_repro] could not record the failure in {run.path / 'summary.json'}: {e}", file=sys.stderr)
 
@@ -258,16 +269,25 @@ class LoopState:
 
     def interval(self) -> dict[str, Any]:
         """This rank's logging interval as plain floats."""
-        return dict(pending=[float(x) for x in self.pending], grad_norms=[float(x) for x in self.grad_norms],
-                    extras={k: [float(x) for x in v] for k, v in self.extras.items()})
+        return dict(
+            pending=[float(x) for x in self.pending],
+            grad_norms=[float(x) for x in self.grad_norms],
+            extras={k: [float(x) for x in v] for k, v in self.extras.items()},
+        )
 
     @classmethod
-    def restore(cls, checkpoint: dict[str, Any], own: dict[str, Any], device: torch.device) -> "LoopState":
+    def restore(cls, checkpoint: dict[str, Any], own: dict[str, Any], device: torch.device) -> LoopState:
         def tensors(values: list[float]) -> list[torch.Tensor]:
             return [torch.tensor(x, device=device) for x in values]
 
-        return cls(checkpoint["step"], checkpoint["best"], checkpoint["wall_s"], tensors(own["pending"]),
-                   {k: tensors(v) for k, v in own["extras"].items()}, tensors(own["grad_norms"]))
+        return cls(
+            checkpoint["step"],
+            checkpoint["best"],
+            checkpoint["wall_s"],
+            tensors(own["pending"]),
+            {k: tensors(v) for k, v in own["extras"].items()},
+            tensors(own["grad_norms"]),
+        )
 
 
 class Loop:
@@ -298,8 +318,10 @@ class Loop:
     def run(self, preemption: Preemption) -> dict[str, Any]:
         cfg, task, ranks, state = self.cfg, self.task, self.ranks, self.restore()
         if ranks.is_main:
-            self.folder.write_json("meta.json", {**run_metadata(cfg, self.device), "world_size": ranks.world,
-                                              "resumed_from_step": state.step or None})
+            self.folder.write_json(
+                "meta.json",
+                {**run_metadata(cfg, self.device), "world_size": ranks.world, "resumed_from_step": state.step or None},
+            )
             self.logs = Loggers(cfg, self.folder)
         self.summary("running")
         train_model = ranks.wrap(self.model)  # DDP over the ranks, or the model itself
@@ -350,8 +372,16 @@ class Loop:
         if ranks.is_main and self.cfg.trainer.histograms and is_histogram_step(state.step):
             record = histogram_record(state.step, optimizer, self.names)
             self.logs.histogram(state.step, record)
-            self.logs.log([{**self.position(), "split": "train", "multiplier": _multiplier(optimizer),
-                            **summarize_variance(record["adaptive_lr_var"])}])
+            self.logs.log(
+                [
+                    {
+                        **self.position(),
+                        "split": "train",
+                        "multiplier": _multiplier(optimizer),
+                        **summarize_variance(record["adaptive_lr_var"]),
+                    }
+                ]
+            )
         optimizer.zero_grad(set_to_none=True)
 
     def log_interval(self, progress: Any) -> dict[str, Any] | None:
@@ -365,9 +395,14 @@ class Loop:
         if bad is not None:
             return self.diverge(state.step - len(losses) + bad + 1, losses[bad])
         now, (tick, tick_step) = time.time(), self.tick
-        row = {**self.position(), "split": "train", "loss": sum(losses) / len(losses),
-               "lr": self.optimizer.param_groups[0]["lr"], "multiplier": _multiplier(self.optimizer),
-               "steps_per_s": (state.step - tick_step) / max(now - tick, 1e-9)}
+        row = {
+            **self.position(),
+            "split": "train",
+            "loss": sum(losses) / len(losses),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "multiplier": _multiplier(self.optimizer),
+            "steps_per_s": (state.step - tick_step) / max(now - tick, 1e-9),
+        }
         reduce = {k: ranks.sum if k in COUNTS else ranks.mean for k in state.extras}
         row.update({k: reduce[k](torch.stack(v)).mean().item() for k, v in state.extras.items()})
         if state.grad_norms:
@@ -413,14 +448,25 @@ class Loop:
         state.best.update({k: v for k, v in metrics.items() if better(k, v, state.best.get(k))})
 
     def save(self) -> None:
-        """Rank 0 writes the shared state and every rank's own (RNG, task stream, logging interval), then the summary."""
+        """Rank 0 saves the shared state and each rank's own (RNG, task stream, logging interval), and the summary."""
         own = self.ranks.gather(dict(rng=rng_state(), task=self.task.state_dict(), **self.state.interval()))
         if self.ranks.is_main:
             state = self.state
-            self.folder.save_checkpoint(dict(
-                step=state.step, best=state.best, wall_s=self.wall_s(), metrics_bytes=self.folder.metrics_size(),
-                model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
-                scheduler=self.scheduler_state(), scaler=self.scaler.state_dict(), ranks=own), state.step, self.keep)
+            self.folder.save_checkpoint(
+                dict(
+                    step=state.step,
+                    best=state.best,
+                    wall_s=self.wall_s(),
+                    metrics_bytes=self.folder.metrics_size(),
+                    model=self.model.state_dict(),
+                    optimizer=self.optimizer.state_dict(),
+                    scheduler=self.scheduler_state(),
+                    scaler=self.scaler.state_dict(),
+                    ranks=own,
+                ),
+                state.step,
+                self.keep,
+            )
             self.summary("running")
 
     def scheduler_state(self) -> dict[str, Any]:
@@ -452,8 +498,17 @@ class Loop:
         return self.state
 
     def summary(self, status: str, **extra: Any) -> dict[str, Any]:
-        out = dict(status=status, step=self.state.step, total_steps=self.task.total_steps, max_steps=self.max_steps,
-                   best=self.state.best, wall_s=self.wall_s(), error=None, diverged_step=None, final={})
+        out = dict(
+            status=status,
+            step=self.state.step,
+            total_steps=self.task.total_steps,
+            max_steps=self.max_steps,
+            best=self.state.best,
+            wall_s=self.wall_s(),
+            error=None,
+            diverged_step=None,
+            final={},
+        )
         out.update(extra)
         if self.ranks.is_main:
             self.folder.write_summary(**out)
@@ -470,8 +525,10 @@ def _rank_state(checkpoint: dict[str, Any], ranks: Ranks, run: RunDir) -> dict[s
     """This rank's RNG, task-stream state and unlogged losses from a checkpoint written by as many ranks."""
     saved = checkpoint["ranks"]
     if len(saved) != ranks.world:
-        raise ValueError(f"{run.checkpoints} was written by {len(saved)} DDP process(es), this run has {ranks.world}; "
-                         f"resume it with trainer.devices={len(saved)}, or start afresh with trainer.resume=false")
+        raise ValueError(
+            f"{run.checkpoints} was written by {len(saved)} DDP process(es), this run has {ranks.world}; "
+            f"resume it with trainer.devices={len(saved)}, or start afresh with trainer.resume=false"
+        )
     return saved[ranks.rank]
 
 

@@ -22,28 +22,55 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import ROOT, data_root, wait_for
+
 from radam_repro.folder_lock import FolderLock, RunFolderInUse, read_owner
 from radam_repro.report.__main__ import main as report_main
 from radam_repro.report.runs import load_run
 from radam_repro.run_dir import RunDir
 
-SMALL = ["task=nmt_synthetic", "optimizer=radam", "task.model.layers=1", "trainer.log_every=4", "trainer.eval_every=4",
-         "trainer.checkpoint_every=4", "trainer.keep_checkpoints=2"]
+SMALL = [
+    "task=nmt_synthetic",
+    "optimizer=radam",
+    "task.model.layers=1",
+    "trainer.log_every=4",
+    "trainer.eval_every=4",
+    "trainer.checkpoint_every=4",
+    "trainer.keep_checkpoints=2",
+]
 
 
-def cli(*overrides: str, run_dir: Path, check: bool = True, umask: int | None = None, wait: bool = True,
-        timeout: float = 600):
+def cli(
+    *overrides: str,
+    run_dir: Path,
+    check: bool = True,
+    umask: int | None = None,
+    wait: bool = True,
+    timeout: float = 600,
+):
     """``python -m radam_repro <overrides> hydra.run.dir=<run_dir>`` as a user runs it (one thread)."""
-    env = {**os.environ, "RADAM_REPRO_DATA": str(data_root()), "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1",
-           "RADAM_REPRO_CACHE": str(run_dir.parent / "cache"), "WANDB_MODE": "disabled"}
+    env = {
+        **os.environ,
+        "RADAM_REPRO_DATA": str(data_root()),
+        "OMP_NUM_THREADS": "1",
+        "HYDRA_FULL_ERROR": "1",
+        "RADAM_REPRO_CACHE": str(run_dir.parent / "cache"),
+        "WANDB_MODE": "disabled",
+    }
     threads = [] if any(o.startswith("trainer.threads=") for o in overrides) else ["trainer.threads=1"]
-    cmd = [sys.executable, "-m", "radam_repro", *overrides, *threads, "trainer.progress=false",
-           f"hydra.run.dir={run_dir}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "radam_repro",
+        *overrides,
+        *threads,
+        "trainer.progress=false",
+        f"hydra.run.dir={run_dir}",
+    ]
     preexec = (lambda: os.umask(umask)) if umask is not None else None
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=preexec)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec
+    )
     if not wait:
         return proc
     out, err = proc.communicate(timeout=timeout)
@@ -58,8 +85,11 @@ def rows(run: Path) -> list[dict]:
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and ".hydra" not in p.parts and p.suffix != ".log"}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and ".hydra" not in p.parts and p.suffix != ".log"
+    }
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +241,7 @@ def race(tmp_path: Path, rounds: int) -> tuple[int, int]:
             expected = plant(lock, r % 5, pid)
             barrier.wait()
             barrier.wait()
-            wrong += sum(owned[r * 4: r * 4 + 4]) != expected
+            wrong += sum(owned[r * 4 : r * 4 + 4]) != expected
             barrier.wait()
             assert expected == 0 or not lock.exists(), "an owner's release left its lock behind"
     finally:
@@ -259,8 +289,10 @@ def test_three_cli_processes_on_one_folder_give_one_runner(tmp_path):
         assert refused or "already completed" in out, err[-2000:]
     train = [r["step"] for r in rows(run) if r["split"] == "train" and "loss" in r]
     assert train == list(range(4, 41, 4))  # one run's rows, each once
-    print(f"3 CLI processes: 1 runner, {sum(r[0] != 0 for r in others)} refusals, "
-          f"{sum(r[0] == 0 for r in others)} found it completed")
+    print(
+        f"3 CLI processes: 1 runner, {sum(r[0] != 0 for r in others)} refusals, "
+        f"{sum(r[0] == 0 for r in others)} found it completed"
+    )
 
 
 # -- 5. killed runs are reported as interrupted ------------------------------------------------------------------
@@ -277,7 +309,7 @@ def test_sigkilled_run_is_reported_interrupted_with_its_last_step(tmp_path):
     last_logged = max(r["step"] for r in rows(run))
     out = report_main([str(tmp_path / "sweep"), "--out", str(tmp_path / "report"), "--no-figures"])
     report = (out / "report.md").read_text()
-    section = report[report.index("## Runs that need a look"):]
+    section = report[report.index("## Runs that need a look") :]
     line = next(x for x in section.splitlines() if "killed" in x)
     assert f"| interrupted | {last_logged} |" in line and "rerun the same command to resume" in line
 
@@ -297,8 +329,9 @@ def test_a_live_run_elsewhere_stays_running_until_its_lease_expires(tmp_path):
 def test_a_full_disk_records_the_failure(tmp_path):
     mount = tmp_path / "small"
     mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     if made.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here ({made.stderr.strip()}); needs root")
     try:
@@ -347,8 +380,12 @@ def test_bad_config_values_fail_before_the_run_folder_is_written(tmp_path, overr
 
 
 # -- 9. damaged CIFAR-10 files name the file and the fix -----------------------------------------------------------
-DAMAGES = {"truncate": "is damaged or not a CIFAR-10 python batch", "random": "is damaged or not a CIFAR-10 python batch",
-           "empty": "is empty", "missing": "missing data_batch_3"}
+DAMAGES = {
+    "truncate": "is damaged or not a CIFAR-10 python batch",
+    "random": "is damaged or not a CIFAR-10 python batch",
+    "empty": "is empty",
+    "missing": "missing data_batch_3",
+}
 
 
 def damaged_copy(cifar_dir: Path, tmp_path: Path, damage: str) -> tuple[Path, Path]:
@@ -381,8 +418,14 @@ def test_damaged_cifar_files_name_the_file(tmp_path, cifar_dir, damage):
 
 def test_random_bytes_in_a_cifar_batch_through_the_cli(tmp_path, cifar_dir):
     data, batch = damaged_copy(cifar_dir, tmp_path, "random")
-    proc = cli("task=cifar10", f"task.data_dir={data}", "task.check_integrity=false", "trainer.max_steps=2",
-               run_dir=tmp_path / "run", check=False)
+    proc = cli(
+        "task=cifar10",
+        f"task.data_dir={data}",
+        "task.check_integrity=false",
+        "trainer.max_steps=2",
+        run_dir=tmp_path / "run",
+        check=False,
+    )
     assert proc.returncode != 0 and f"CIFAR-10 batch {batch} is damaged" in proc.stderr, proc.stderr[-3000:]
 
 
@@ -390,10 +433,12 @@ def test_random_bytes_in_a_cifar_batch_through_the_cli(tmp_path, cifar_dir):
 def test_report_flags_malformed_summaries_and_goes_on(finished, tmp_path):
     sweep = tmp_path / "sweep"
     shutil.copytree(finished, sweep / "good")
-    broken = {"list_final": {"status": "completed", "final": [1, 2], "best": {}},
-              "string_best": {"status": "completed", "final": {"valid/loss": 1.0}, "best": "high"},
-              "text_values": {"status": "completed", "final": {"valid/loss": "low"}, "step": "8"},
-              "not_an_object": [1, 2, 3]}
+    broken = {
+        "list_final": {"status": "completed", "final": [1, 2], "best": {}},
+        "string_best": {"status": "completed", "final": {"valid/loss": 1.0}, "best": "high"},
+        "text_values": {"status": "completed", "final": {"valid/loss": "low"}, "step": "8"},
+        "not_an_object": [1, 2, 3],
+    }
     for name, summary in broken.items():
         shutil.copytree(finished, sweep / name)
         (sweep / name / "summary.json").write_text(json.dumps(summary))
@@ -406,8 +451,15 @@ def test_report_flags_malformed_summaries_and_goes_on(finished, tmp_path):
 # -- 12. strict JSON, the user's umask --------------------------------------------------------------------------
 def test_non_finite_values_are_strict_json_and_read_back(tmp_path):
     run = tmp_path / "run"
-    cli("task=nmt_synthetic", "task.model.layers=1", "optimizer=sgd", "optimizer.lr=1e30", "trainer.max_steps=20",
-        "trainer.log_every=2", run_dir=run)
+    cli(
+        "task=nmt_synthetic",
+        "task.model.layers=1",
+        "optimizer=sgd",
+        "optimizer.lr=1e30",
+        "trainer.max_steps=20",
+        "trainer.log_every=2",
+        run_dir=run,
+    )
 
     def refuse(constant):
         raise ValueError(f"bare {constant} in strict JSON")
@@ -422,6 +474,13 @@ def test_non_finite_values_are_strict_json_and_read_back(tmp_path):
 
 
 def test_result_files_follow_the_umask(finished):
-    for name in ("config.yaml", "summary.json", "meta.json", "metrics.jsonl", "checkpoints/latest.pt",
-                 "checkpoints/step_0000004.pt", "histograms/step_0000001.json"):
+    for name in (
+        "config.yaml",
+        "summary.json",
+        "meta.json",
+        "metrics.jsonl",
+        "checkpoints/latest.pt",
+        "checkpoints/step_0000004.pt",
+        "histograms/step_0000001.json",
+    ):
         assert (finished / name).stat().st_mode & 0o777 == 0o640, name  # 0o666 & ~0o027

@@ -21,10 +21,16 @@ STD = (0.2023, 0.1994, 0.2010)
 
 
 FOLDER = "cifar-10-batches-py"
-FETCH_HINT = ("download it with task.download=true (needs internet), or fetch "
-              "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and extract it into task.data_dir")
-_NUMPY_GLOBALS = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
-                  ("numpy._core.multiarray", "_reconstruct")}
+FETCH_HINT = (
+    "download it with task.download=true (needs internet), or fetch "
+    "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and extract it into task.data_dir"
+)
+_NUMPY_GLOBALS = {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+}
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -46,11 +52,15 @@ def read_batch(path: Path) -> tuple[np.ndarray, list[int]]:
             entry = _ArrayUnpickler(f, encoding="latin1").load()
         data, labels = np.asarray(entry["data"], dtype=np.uint8), list(entry["labels"])
     except Exception as e:  # noqa: BLE001 - truncated, random bytes, another format: all mean a bad file
-        raise ValueError(f"CIFAR-10 batch {path} is damaged or not a CIFAR-10 python batch "
-                         f"({type(e).__name__}: {str(e)[:100]}); {redo}") from None
+        raise ValueError(
+            f"CIFAR-10 batch {path} is damaged or not a CIFAR-10 python batch "
+            f"({type(e).__name__}: {str(e)[:100]}); {redo}"
+        ) from None
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
-        raise ValueError(f"CIFAR-10 batch {path} holds data of shape {data.shape} and {len(labels)} labels, "
-                         f"not N x 3072 images with N labels; {redo}")
+        raise ValueError(
+            f"CIFAR-10 batch {path} holds data of shape {data.shape} and {len(labels)} labels, "
+            f"not N x 3072 images with N labels; {redo}"
+        )
     return data, labels
 
 
@@ -64,14 +74,16 @@ def load_cifar10(data_dir: str | Path, train: bool, *, download: bool = False, c
     if missing:
         raise FileNotFoundError(
             f"CIFAR-10 not usable at {folder}: missing {', '.join(missing)} (expected data_batch_1..5 and "
-            f"test_batch); {FETCH_HINT}. Set task.data_dir to the folder that contains {FOLDER}.")
+            f"test_batch); {FETCH_HINT}. Set task.data_dir to the folder that contains {FOLDER}."
+        )
     if check_integrity:
         bad = [name for name, md5 in files if not check_md5(str(folder / name), md5)]
         if bad:
             raise ValueError(
                 f"CIFAR-10 files in {folder} fail torchvision's md5 check: {', '.join(bad)}. If this copy is "
                 "deliberately different (e.g. a partial or re-cut set such as ../shared/data/cifar10/partial) add "
-                f"task.check_integrity=false; else {FETCH_HINT}")
+                f"task.check_integrity=false; else {FETCH_HINT}"
+            )
     batches = [read_batch(folder / name) for name, _ in files]
     images = torch.from_numpy(np.concatenate([data for data, _ in batches]).reshape(-1, 3, 32, 32))
     return images, torch.tensor([label for _, labels in batches for label in labels], dtype=torch.long)
