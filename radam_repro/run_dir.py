@@ -75,6 +75,34 @@ def strict_json(obj: Any, **kwargs: Any) -> str:
     return json.dumps(_finite(obj), allow_nan=False, default=str, **kwargs)
 
 
+class _Writes:
+    """The file torch.save writes to, keeping the OSError of a failed write (torch reports it as "unexpected pos")."""
+
+    def __init__(self, file: Any) -> None:
+        self.file, self.error = file, None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+def _save(state: dict[str, Any], file: Any) -> None:
+    """``torch.save`` that raises the underlying OSError (e.g. ENOSPC: a full disk) when a write failed."""
+    sink = _Writes(file)
+    try:
+        torch.save(state, sink)
+    except RuntimeError as e:
+        if sink.error is not None:
+            raise sink.error from e
+        raise
+
+
 class RunDir:
     """One run's folder. ``with run.lock():`` guarantees a single writer."""
 
@@ -165,7 +193,7 @@ class RunDir:
     def save_checkpoint(self, state: dict[str, Any], step: int, keep: int) -> None:
         """Write ``latest.pt``; keep the last ``keep`` as independent copies ``step_XXXXXXX.pt``."""
         latest = self.checkpoints / "latest.pt"
-        atomic_write(latest, lambda f: torch.save(state, f))
+        atomic_write(latest, lambda f: _save(state, f))
         if keep > 0:
             with latest.open("rb") as src:
                 atomic_write(self.checkpoints / f"step_{step:07d}.pt", lambda f: shutil.copyfileobj(src, f, 1 << 22))

@@ -454,7 +454,7 @@ def test_non_finite_values_are_strict_json_and_read_back(tmp_path):
     cli(
         "task=nmt_synthetic",
         "task.model.layers=1",
-        "optimizer=sgd",
+        "optimizer=adam",
         "optimizer.lr=1e30",
         "trainer.max_steps=20",
         "trainer.log_every=2",
