@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -26,9 +27,11 @@ def test_optim_imports_only_torch_and_the_standard_library():
 def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
     """Build the wheel, install it (no editable link) into a venv that sees the installed dependencies, run a cell and
     the report from another directory."""
-    wheels = tmp_path / "wheels"
+    wheels, source = tmp_path / "wheels", tmp_path / "source"  # a copy: building leaves build/ and *.egg-info behind
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", "runs", "build", "*.egg-info", "__pycache__",
+                                                                 ".ci-cache", "multirun", "outputs", "wandb"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels),
-                    str(ROOT)], check=True, capture_output=True, timeout=300)
+                    str(source)], check=True, capture_output=True, timeout=300)
     (wheel,) = wheels.glob("radam_repro-*.whl")
     env_dir = tmp_path / "venv"
     venv.create(env_dir, system_site_packages=True, with_pip=False)

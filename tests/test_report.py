@@ -218,14 +218,14 @@ def test_adam_2k_curves_start_at_minus_k(tmp_path):
 
 
 def test_paper_numbers_sit_beside_ours(tmp_path):
-    for seed, acc in [(1, 0.905), (2, 0.915)]:
+    for seed, acc in [(1, 90.5), (2, 91.5)]:  # percent, as every task logs accuracy
         write_run(tmp_path / f"radam_s{seed}", variant="radam", lr=0.1, seed=seed, final={"test/acc": acc}, best={"test/acc": acc})
-    write_run(tmp_path / "sgd", variant="sgd", lr=0.1, final={"test/acc": 0.9}, best={"test/acc": 0.9})
+    write_run(tmp_path / "sgd", variant="sgd", lr=0.1, final={"test/acc": 90.0}, best={"test/acc": 90.0})
     out = report_main([str(tmp_path), "--out", str(tmp_path / "report"), "--no-figures"])
     report = (out / "report.md").read_text()
-    # Table 1 (no condition) and §5.2 / Table 3 (lr = 0.1) all match the RAdam group; ours is a fraction, shown ×100
+    # Table 1 (no condition) and §5.2 / Table 3 (lr = 0.1) all match the RAdam group
     table1 = next(line for line in report.splitlines() if line.startswith("| Table 1 | cifar10 | radam"))
-    assert "| 91.38 |" in table1 and f"{91.0:.4g} ± {math.sqrt(2 * 0.5**2):.4g} (×100)" in table1 and "| 2 / ? |" in table1
+    assert "| 91.38 |" in table1 and f"| {91.0:.4g} ± {math.sqrt(2 * 0.5**2):.4g} |" in table1 and "| 2 / ? |" in table1
     assert "-0.38" in table1
     assert any(line.startswith("| §5.2 | cifar10 | radam") and "91.06" in line for line in report.splitlines())
     not_run = next(line for line in report.splitlines() if line.startswith("Paper numbers for these tasks without"))

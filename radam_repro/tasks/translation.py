@@ -72,7 +72,7 @@ class NMTConfig:
     lenpen: float = 1.0
     max_len_a: float = 0.0
     max_len_b: int = 200
-    generate_batch_size: int = 128
+    eval_batch_size: int = 128  # sentences per beam-search batch
     detok_bleu: bool = False  # also sacreBLEU (13a) on Moses-detokenised text
     model: ModelConfig = field(default_factory=ModelConfig)
 
@@ -233,7 +233,7 @@ class TranslationTask(Seq2SeqTask):
         """Beam-search hypotheses of every sentence of ``split``, BPE removed, in corpus order."""
         data = self.data.splits[split]
         hypotheses = [""] * len(data)
-        for indices in batch_by_size(length_sorted_indices(data, None), data.num_tokens, None, self.cfg.generate_batch_size, 1):
+        for indices in batch_by_size(length_sorted_indices(data, None), data.num_tokens, None, self.cfg.eval_batch_size, 1):
             src = collate(data, indices, self.device)["src_tokens"]
             results = beam_search(
                 model, src, beam=self.cfg.beam, lenpen=self.cfg.lenpen, max_len_a=self.cfg.max_len_a, max_len_b=self.cfg.max_len_b
