@@ -35,10 +35,11 @@ class TrainerConfig:
     eval_every: Optional[int] = None  # steps between evaluations; None: once per epoch
     log_every: int = 20  # steps between logged training points
     checkpoint_every: int = 1000  # steps between checkpoints (and one at the end)
-    keep_checkpoints: int = 1  # step checkpoints kept besides latest.pt (tasks that average need more)
+    keep_checkpoints: int = 1  # step checkpoints kept besides latest.pt, at least what the task's final evaluation needs
     histograms: bool = True  # log|g|, log|m|, log|v| histograms at the paper's steps
     threads: Optional[int] = None  # torch CPU threads; None: torch's default
-    resume: bool = True  # resume from the run folder's latest checkpoint
+    resume: bool = True  # resume from the run folder's latest checkpoint; false moves an earlier run aside
+    lock_lease_s: float = 300.0  # the folder lock is stale once untouched this long (its owner refreshes it)
     progress: bool = True  # tqdm progress bar
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
@@ -139,16 +138,16 @@ def shard_sentences(batch: dict, rank: int, world: int) -> dict:
     return shard
 
 
-def checkpoint_step(path: Path) -> int:
-    return int(re.search(r"step_(\d+)\.pt$", path.name).group(1))
-
-
 def average_checkpoints(paths: list[Path]) -> dict[str, torch.Tensor]:
     """fairseq ``average_checkpoints.py``: the element-wise mean of the ``"model"`` state dicts (float64 sums)."""
     total: dict[str, torch.Tensor] = {}
     dtypes = {}
     for path in paths:
-        state = torch.load(path, map_location="cpu", weights_only=False)["model"]
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)["model"]
+        except Exception as e:  # noqa: BLE001 - damaged, or Python objects that weights_only refuses
+            raise ValueError(f"cannot load checkpoint {path} safely (torch.load weights_only=True): "
+                             f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}") from None
         if total and state.keys() != total.keys():
             raise ValueError(f"{path} holds different parameters than {paths[0]}: cannot average them")
         for key, value in state.items():
@@ -205,6 +204,7 @@ class TranslationTask(Seq2SeqTask):
         self.total_steps = cfg.max_update
         self.clip_norm = cfg.clip_norm
         self.decay = Decay(kind="linear", min_lr=cfg.min_lr)
+        self.checkpoints_needed = cfg.average_last
 
     def train_batches(self, epoch: int, start: int = 0) -> Iterator[dict]:
         """Batches fixed once per run (seeded tie-breaking), visited in an order shuffled by (seed, epoch)."""
@@ -242,12 +242,12 @@ class TranslationTask(Seq2SeqTask):
                 hypotheses[index] = remove_bpe(self.data.tgt_dict.string(tokens))
         return hypotheses
 
-    def final_evaluation(self, model: nn.Module, run_dir: Path) -> dict[str, float]:
-        """eval.sh: average the last ``average_last`` step checkpoints (if any), then test BLEU.
+    def final_evaluation(self, model: nn.Module, run_dir: Path, checkpoints: list[Path]) -> dict[str, float]:
+        """eval.sh: average the last ``average_last`` of the kept step ``checkpoints`` (if any), then test BLEU.
 
         The BPE-removed hypotheses are written to ``run_dir/<test_split>.hypotheses.txt``.
         """
-        paths = sorted(Path(run_dir, "checkpoints").glob("step_*.pt"), key=checkpoint_step)[-self.cfg.average_last :]
+        paths = checkpoints[-self.cfg.average_last :]
         averaged = self.model  # shares its parameters with `model`, which may be wrapped
         if paths:
             averaged = copy.deepcopy(self.model)
