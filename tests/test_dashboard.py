@@ -151,15 +151,17 @@ def test_a_running_cell_updates_live_and_a_resumed_one_is_not_doubled(tmp_path):
     )
 
 
-def test_a_missing_folder_is_named():
+def test_a_missing_folder_is_named(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "radam_repro.dashboard", "no/such/sweep"],
+        [sys.executable, "-m", "radam_repro.dashboard", "no/such/sweep", "--cache", str(tmp_path / "cache")],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
     assert proc.returncode == 2 and "no such folder:" in proc.stderr and "no/such/sweep" in proc.stderr
+    assert not (tmp_path / "cache").exists(), "nothing is written before the folders are checked"
 
 
 # -- slow: a real sweep through the CLI, then the dashboard and a browser over it ---------------------------

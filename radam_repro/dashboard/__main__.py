@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from radam_repro.dashboard.convert import Converter, cache_root
+from radam_repro.report.runs import find_run_dirs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,16 +35,17 @@ def main(argv: list[str] | None = None) -> int:
     from tensorboard import program  # after argparse: --help stays instant
 
     roots = [f.resolve() for f in args.folders]
+    try:
+        find_run_dirs(roots)  # a missing folder fails here, before the cache is touched
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     key = hashlib.sha1("\n".join(map(str, [*roots, args.port])).encode()).hexdigest()[:12]  # one per dashboard
     logdir = (args.cache or cache_root()) / "tensorboard" / key
     shutil.rmtree(logdir, ignore_errors=True)  # derived data: rebuilt from the run folders
     logdir.mkdir(parents=True)
     converter = Converter(roots, logdir)
-    try:
-        converter.update()
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    converter.update()
 
     board = program.TensorBoard()  # in this process; the Python event loader (no data-server subprocess)
     flags = {
