@@ -80,17 +80,17 @@ class RadamReproOptimizer(FairseqOptimizer):
 
 
 @register_optimizer("radam_repro_adam", dataclass=AdamFamilyConfig)
-class FairseqAdam(RadamReproOptimizer):
+class RadamReproAdam(RadamReproOptimizer):
     optimizer_class = Adam
 
 
 @register_optimizer("radam_repro_simplified_radam", dataclass=AdamFamilyConfig)
-class FairseqSimplifiedRAdam(RadamReproOptimizer):
+class RadamReproSimplifiedRAdam(RadamReproOptimizer):
     optimizer_class = SimplifiedRAdam
 
 
 @register_optimizer("radam_repro_radam", dataclass=RAdamConfig)
-class FairseqRAdam(RadamReproOptimizer):
+class RadamReproRAdam(RadamReproOptimizer):
     optimizer_class = RAdam
 
     @property
@@ -99,7 +99,7 @@ class FairseqRAdam(RadamReproOptimizer):
 
 
 @register_optimizer("radam_repro_adam_2k", dataclass=Adam2kConfig)
-class FairseqAdam2k(RadamReproOptimizer):
+class RadamReproAdam2k(RadamReproOptimizer):
     optimizer_class = Adam2k
 
     @property

@@ -26,14 +26,12 @@ import re
 from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from radam_repro.models.transformer import Transformer, TransformerConfig
 
-SAFE_GLOBALS = [argparse.Namespace, np.dtype, np.core.multiarray.scalar, type(np.dtype(np.float64)),
-                type(np.dtype(np.int64))]
+SAFE_GLOBALS = [argparse.Namespace]
 LAYER_NORMS = {  # fairseq name -> ours, per side
     "encoder": {"self_attn_layer_norm": "attn_block.norm", "final_layer_norm": "ffn_block.norm"},
     "decoder": {"self_attn_layer_norm": "self_attn_block.norm", "encoder_attn_layer_norm": "encoder_attn_block.norm",
@@ -83,8 +81,9 @@ def to_radam(state: dict[str, Tensor]) -> dict[str, Tensor]:
                              "adaptive softmax are not part of our Transformer)")
     for name, parts in qkv.items():
         out[name] = torch.cat([parts["q"], parts["k"], parts["v"]])
-    if "output_projection" in out and out["output_projection"] is out.get("decoder_embed.weight"):
-        del out["output_projection"]
+    embed = out.get("decoder_embed.weight")
+    if "output_projection" in out and embed is not None and torch.equal(out["output_projection"], embed):
+        del out["output_projection"]  # tied (share_decoder_input_output_embed / share_all_embeddings)
     return out
 
 
