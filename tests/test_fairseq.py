@@ -147,6 +147,7 @@ def test_data_bin_reader_gives_fairseqs_ids_and_dictionaries(iwslt, iwslt_bin, t
         MMapIndexedDataset(str(iwslt_bin / "test.de-en.en"))[0], escape_unk=True)
 
 
+@pytest.mark.slow  # uses the small model fairseq-train fits (~1.5 min once per module)
 def test_data_bin_reader_joined_dictionary_threshold_and_errors(small, tmp_path):
     """Multi30k with a joined dictionary and --thresholdsrc 2 (words seen once -> <unk>), read back exactly."""
     data = load_data_bin(small["data"], "de", "en", ["train", "test"])
@@ -170,6 +171,7 @@ def parity_batch(small) -> dict[str, torch.Tensor]:
     return collate(data.splits["test"], np.arange(24))
 
 
+@pytest.mark.slow  # uses the small model fairseq-train fits (~1.5 min once per module)
 def test_imported_checkpoint_matches_fairseq_logits_loss_and_gradients(small):
     """Same weights (train mode, dropout 0): float32 logits to 1e-5; in float64 the label-smoothed loss equal and
     gradients to 1e-6 relative (measured ~4e-7: fairseq's encoder attention takes its softmax in float32 even then;
@@ -210,6 +212,7 @@ def test_imported_checkpoint_matches_fairseq_logits_loss_and_gradients(small):
         assert (grad - their_grads[name]).norm() <= 1e-6 * their_grads[name].norm(), name
 
 
+@pytest.mark.slow  # uses the small model fairseq-train fits (~1.5 min once per module)
 def test_averaged_checkpoints_import_as_the_mean_of_fairseqs_weights(small):
     """The last two epoch checkpoints averaged (eval.sh's average_checkpoints.py): our model's logits equal a fairseq
     model holding the element-wise mean of their parameters."""
@@ -248,6 +251,7 @@ def generated(small) -> str:
     return generate(small["data"], small["last"], small["root"], allow_namespace=True)
 
 
+@pytest.mark.slow  # uses the small model fairseq-train fits (~1.5 min once per module)
 def test_beam_5_equals_fairseq_generate_and_exported_checkpoint_decodes_in_fairseq(small, generated, tmp_path):
     """Our beam search on the imported model == fairseq-generate --beam 5 on the original checkpoint; our export of
     the imported model decodes in fairseq-generate (plain torch.load, no allow-list) to the same hypotheses."""
@@ -269,6 +273,7 @@ def test_beam_5_equals_fairseq_generate_and_exported_checkpoint_decodes_in_fairs
     assert sum(ours[i] == references[i] for i in ours) > N_SENTENCES // 10
 
 
+@pytest.mark.slow  # uses the small model fairseq-train fits (~1.5 min once per module)
 def test_cli_evaluates_a_fairseq_checkpoint_on_a_data_bin_folder(small, generated, tmp_path):
     """``task.data_dir=<data-bin> task.init_from=<checkpoint> task.max_update=0``: the fairseq model decoded by our
     beam search gives fairseq-generate's hypotheses and BLEU."""
@@ -281,6 +286,7 @@ def test_cli_evaluates_a_fairseq_checkpoint_on_a_data_bin_folder(small, generate
     assert final["test/bleu"] == pytest.approx(float(re.search(r"BLEU4 = ([\d.]+)", generated).group(1)), abs=0.01)
 
 
+@pytest.mark.slow  # uses the small model fairseq-train fits (~1.5 min once per module)
 def test_initialising_from_a_checkpoint_names_a_mismatched_architecture(small):
     from radam_repro.models.transformer import Transformer, TransformerConfig
 
@@ -356,6 +362,7 @@ def fairseq_adam(small) -> Path:
     return train_few(small, small["root"] / "adam", "--optimizer", "adam", *BETAS)
 
 
+@pytest.mark.slow  # uses the small model fairseq-train fits (~1.5 min once per module)
 def test_plugin_adam_matches_fairseqs_adam_in_fairseq_train(small, fairseq_adam, tmp_path):
     """fairseq-train with --optimizer radam_repro_adam == with fairseq's own adam (same seed, data, dropout masks).
 
@@ -381,6 +388,7 @@ def test_plugin_adam_matches_fairseqs_adam_in_fairseq_train(small, fairseq_adam,
         assert (mine - reference).norm() < 1e-3 * reference.norm(), key
 
 
+@pytest.mark.slow  # uses the small model fairseq-train fits (~1.5 min once per module)
 def test_plugin_flags_reach_radam_and_adam_2k(small, fairseq_adam, tmp_path):
     """--radam-no-sgd with threshold 5: the first 5 updates skip (rho_t <= 5), so the weights equal Adam-2k's with
     5 frozen steps (both untouched, weight decay included) and differ from fairseq's adam; the optimizer state
