@@ -217,15 +217,3 @@ def to_cpu(obj: Any) -> Any:
         return {key: to_cpu(x) for key, x in obj.items()}
     return obj
 
-
-class Silent:
-    """The loggers of ranks other than 0: rank 0 alone writes the run folder and W&B."""
-
-    def log(self, rows: list[dict[str, Any]]) -> None:
-        pass
-
-    def histogram(self, step: int, record: dict[str, Any]) -> None:
-        pass
-
-    def finish(self, summary: dict[str, Any]) -> None:
-        pass

@@ -96,8 +96,8 @@ def test_kill_and_resume_is_bit_identical(tmp_path, cifar_dir, sig):
                              capture_output=True, text=True)
     assert "resuming" in resumed.stdout
     (run_a,) = run_folders(tmp_path / "a")
-    final_a = torch.load(run_a / "checkpoints" / "latest.pt", weights_only=False)
-    final_b = torch.load(run_b / "checkpoints" / "latest.pt", weights_only=False)
+    final_a = torch.load(run_a / "checkpoints" / "latest.pt", weights_only=True)
+    final_b = torch.load(run_b / "checkpoints" / "latest.pt", weights_only=True)
     assert final_a["step"] == final_b["step"] == 40
     for key, value in final_a["model"].items():
         assert torch.equal(value, final_b["model"][key]), key

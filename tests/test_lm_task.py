@@ -35,7 +35,7 @@ def cache(tmp_path_factory) -> Path:
 
 def task_config(name: str, data_root: Path, cache: Path, **overrides):
     """configs/task/<name>.yaml resolved as the primary config would (data_root = the staged data)."""
-    root = OmegaConf.merge({"data_root": str(data_root)}, OmegaConf.load(REPO / f"configs/task/{name}.yaml"))
+    root = OmegaConf.merge({"data_root": str(data_root)}, OmegaConf.load(REPO / f"radam_repro/configs/task/{name}.yaml"))
     root.task.cache_dir = str(cache)
     root.merge_with_dotlist([f"task.{k}={v}" for k, v in overrides.items()])
     return root.task

@@ -9,7 +9,7 @@ import torch
 
 from radam_repro.optim import RAdam
 from radam_repro.optim.schedules import Schedule, build_schedule, lambda_lr
-from radam_repro.tasks.base import Decay
+from radam_repro.optim.schedules import Decay
 
 pytorch_warmup = pytest.importorskip("pytorch_warmup", reason="pytorch_warmup is a test-only dependency")
 

@@ -152,7 +152,7 @@ def test_hydra_slurm_launcher_requeues_a_cell_into_its_folder(slurm, tmp_path):
         n: 200
         cell: 0
         hydra:
-          searchpath: [file://{ROOT / 'configs'}]
+          searchpath: [file://{ROOT / 'radam_repro' / 'configs'}]
           sweep:
             dir: {tmp_path / 'sweep'}
             subdir: cell${{cell}}

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from radam_repro.logging.statistics import adaptive_lr_variance, is_histogram_step, optimizer_histograms
+from radam_repro.loggers.statistics import adaptive_lr_variance, is_histogram_step, optimizer_histograms
 from radam_repro.optim import RAdam
 
 

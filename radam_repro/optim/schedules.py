@@ -10,7 +10,7 @@ Warmups:
   exponential  1 - exp(-(k + 1) / tau)                       (pytorch_warmup ExponentialWarmup)
   untuned_linear       min(1, (k + 1) (1 - beta2) / 2)       (Ma & Yarats 2019: linear over 2/(1-beta2))
   untuned_exponential  1 - exp(-(1 - beta2)(k + 1))          (Ma & Yarats 2019)
-Decays (:class:`radam_repro.tasks.base.Decay`):
+Decays (:class:`Decay`, described by the task):
   constant, step (x gamma at each milestone), linear (fairseq ``linear``: from 1 at ``start``
   to min_lr_ratio at ``total_steps``; ``start`` defaults to the end of a linear warmup),
   inverse_sqrt (fairseq: sqrt(W / k) after a warmup of W updates).
@@ -19,16 +19,33 @@ Decays (:class:`radam_repro.tasks.base.Decay`):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
 
 from radam_repro.optim.rectification import untuned_exponential_warmup, untuned_linear_warmup
-from radam_repro.tasks.base import Decay
 
 WARMUPS = ("none", "linear", "exponential", "untuned_linear", "untuned_exponential")
 DECAYS = ("constant", "step", "linear", "inverse_sqrt")
+
+
+@dataclass
+class Decay:
+    """The task's learning-rate decay, in optimizer steps (composed with the optimizer's warmup).
+
+    kind: ``constant`` | ``step`` (×gamma at each milestone step) | ``linear`` (fairseq ``linear``:
+    from lr down to ``min_lr_ratio``·lr at ``total_steps``, starting after a linear warmup)
+    | ``inverse_sqrt`` (fairseq: lr·sqrt(W/k) after a warmup of W steps). ``start`` lets a
+    linear decay begin later (e.g. the last 30 % of a run).
+    """
+
+    kind: str = "constant"
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+    min_lr_ratio: float = 0.0
+    min_lr: float | None = None  # linear: an absolute floor (fairseq --min-lr); build_schedule turns it into the ratio
+    start: int | None = None  # linear: first decaying update (None: after a linear warmup, as fairseq)
 
 
 def linear_warmup(k: int, steps: int, init_ratio: float = 0.0) -> float:
@@ -116,6 +133,8 @@ def build_schedule(optimizer_cfg, decay: Decay, total_steps: int) -> Schedule:
     """The run's multiplier from ``optimizer.warmup`` (kind, steps, init_lr) and the task's decay."""
     warmup = optimizer_cfg.get("warmup") or {}
     lr = float(optimizer_cfg["lr"])
+    if decay.min_lr is not None:
+        decay = replace(decay, min_lr_ratio=decay.min_lr / lr if lr > 0 else 0.0, min_lr=None)
     init_lr = float(warmup.get("init_lr", 0.0) or 0.0)
     return Schedule(
         warmup=str(warmup.get("kind", "none")),

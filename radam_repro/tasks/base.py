@@ -8,7 +8,6 @@ run would have seen.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -16,23 +15,7 @@ import torch
 from torch import nn
 
 from radam_repro.distributed import shard_rows
-
-
-@dataclass
-class Decay:
-    """The task's learning-rate decay, in optimizer steps (composed with the optimizer's warmup).
-
-    kind: ``constant`` | ``step`` (×gamma at each milestone step) | ``linear`` (fairseq ``linear``:
-    from lr down to ``min_lr_ratio``·lr at ``total_steps``, starting after a linear warmup)
-    | ``inverse_sqrt`` (fairseq: lr·sqrt(W/k) after a warmup of W steps). ``start`` lets a
-    linear decay begin later (e.g. the last 30 % of a run).
-    """
-
-    kind: str = "constant"
-    milestones: list[int] = field(default_factory=list)
-    gamma: float = 0.1
-    min_lr_ratio: float = 0.0
-    start: int | None = None  # linear: first decaying update (None: after a linear warmup, as fairseq)
+from radam_repro.optim.schedules import Decay
 
 
 class Task:
@@ -48,6 +31,7 @@ class Task:
     total_steps: int
     clip_norm: float = 0.0  # 0 disables gradient-norm clipping
     decay: Decay = Decay()
+    checkpoints_needed: int = 0  # step checkpoints final_evaluation reads (the loop keeps at least this many)
 
     def train_batches(self, epoch: int, start: int = 0) -> Iterator[Any]:
         """Yield the training batches of ``epoch`` (0-based), skipping the first ``start``.
@@ -83,10 +67,11 @@ class Task:
         """Validation/test metrics, keys prefixed by split, e.g. ``{"valid/loss": .., "test/acc": ..}``."""
         raise NotImplementedError
 
-    def final_evaluation(self, model: nn.Module, run_dir: Path) -> dict[str, float]:
+    def final_evaluation(self, model: nn.Module, run_dir: Path, checkpoints: list[Path]) -> dict[str, float]:
         """Extra evaluation at the end of training (e.g. checkpoint averaging and beam search).
 
-        ``run_dir / "checkpoints"`` holds the kept checkpoints. Default: :meth:`evaluate`.
+        ``checkpoints``: the kept step checkpoints, oldest first (the last :attr:`checkpoints_needed` at
+        least); ``run_dir`` takes any output files. Default: :meth:`evaluate`.
         """
         return self.evaluate(model)
 
