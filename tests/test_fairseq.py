@@ -1,4 +1,4 @@
-"""fairseq as the oracle: its data-bin folders, its checkpoints both ways, beam search, lr schedules, our optimizers in it.
+"""fairseq as the oracle: data-bin folders, checkpoints both ways, beam search, lr schedules, our optimizers in it.
 
 Everything runs real fairseq (the ``[fairseq]`` extra): ``fairseq-preprocess`` on staged text, ``fairseq-train``
 with a small ``transformer`` (the code path of ``transformer_iwslt_de_en``), ``fairseq-generate``.
@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import ROOT, run_cli
 
 INSTALL = "pip install cython && pip install --no-build-isolation -e '.[fairseq]'"
@@ -26,7 +26,6 @@ fairseq = pytest.importorskip("fairseq", reason=f"fairseq is not installed; run 
 from fairseq import checkpoint_utils  # noqa: E402
 from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss as fairseq_ls_loss  # noqa: E402
 from fairseq.data import Dictionary as FairseqDictionary  # noqa: E402
-from fairseq.data import data_utils  # noqa: E402
 from fairseq.data.indexed_dataset import MMapIndexedDataset  # noqa: E402
 
 from radam_repro.data.bilingual import PAD, collate, load_bilingual, read_lines  # noqa: E402
@@ -40,9 +39,11 @@ pytestmark = pytest.mark.fairseq
 torch.set_num_threads(1)
 
 PLUGIN = ROOT / "radam_repro" / "fairseq_plugin"
-ARCH = ["--arch", "transformer", "--encoder-embed-dim", "64", "--decoder-embed-dim", "64",
-        "--encoder-ffn-embed-dim", "128", "--decoder-ffn-embed-dim", "128", "--encoder-layers", "2",
-        "--decoder-layers", "2", "--encoder-attention-heads", "4", "--decoder-attention-heads", "4"]
+ARCH = shlex.split(
+    "--arch transformer --encoder-embed-dim 64 --decoder-embed-dim 64 --encoder-ffn-embed-dim 128 "
+    "--decoder-ffn-embed-dim 128 --encoder-layers 2 --decoder-layers 2 --encoder-attention-heads 4 "
+    "--decoder-attention-heads 4 --share-all-embeddings"
+)
 OUR_ARCH = ["task.model.d_model=64", "task.model.ffn_dim=128", "task.model.layers=2", "task.model.heads=4"]
 N_SENTENCES = 200  # Multi30k test sentences the small model is trained (overfitted) and decoded on
 UPDATES = 300
@@ -50,8 +51,12 @@ UPDATES = 300
 
 def fairseq_cli(tool: str, *args: str, cwd: Path) -> str:
     """A fairseq console command on one thread; the plugin imports this checkout's radam_repro."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
     proc = subprocess.run([tool, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     if proc.returncode:
         raise AssertionError(f"{tool} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
@@ -95,31 +100,32 @@ def iwslt_bin(iwslt, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def small(multi30k, tmp_path_factory) -> dict[str, Path]:
-    """Multi30k's first test sentences (joined dictionary, words seen once -> <unk>) and a small transformer fitted to them
+    """Multi30k's first test sentences (joined dictionary, words seen once -> <unk>), a small transformer fitted to them
     with our RAdam through the plugin (the paper's recipe: no warmup, linear decay, label smoothing 0.1)."""
     root = tmp_path_factory.mktemp("small")
     for lang in ("de", "en"):
         head(multi30k / f"test_2016_flickr.lc.norm.tok.{lang}", root / f"text.{lang}", N_SENTENCES)
-    data = preprocess(root / "data-bin", {"train": root / "text", "valid": root / "text", "test": root / "text"}, "de", "en",
-                      "--joined-dictionary", "--thresholdsrc", "2")
-    log = fairseq_cli(
-        "fairseq-train", str(data), "--user-dir", str(PLUGIN), "--cpu", "--seed", "1", *ARCH,
-        "--share-all-embeddings", "--dropout", "0.0", "--optimizer", "radam_repro_radam", "--adam-betas", "(0.9, 0.98)",
-        "--lr", "3e-3", "--lr-scheduler", "polynomial_decay", "--total-num-update", str(UPDATES),
-        "--end-learning-rate", "1e-9", "--weight-decay", "1e-4", "--clip-norm", "25",
-        "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--max-tokens", "1000",
-        "--max-update", str(UPDATES), "--save-dir", str(root / "checkpoints"), "--keep-last-epochs", "2",
-        "--disable-validation", "--log-format", "simple", "--log-interval", "50",
-        cwd=root)
-    return {"root": root, "data": data, "log": root / "train.log", "checkpoints": root / "checkpoints",
-            "last": root / "checkpoints" / "checkpoint_last.pt", "train_log": log}
+    splits = {split: root / "text" for split in ("train", "valid", "test")}
+    data = preprocess(root / "data-bin", splits, "de", "en", "--joined-dictionary", "--thresholdsrc", "2")
+    recipe = shlex.split(
+        f"--cpu --seed 1 --dropout 0.0 --optimizer radam_repro_radam --adam-betas '(0.9, 0.98)' --lr 3e-3 "
+        f"--lr-scheduler polynomial_decay --total-num-update {UPDATES} --end-learning-rate 1e-9 --weight-decay 1e-4 "
+        f"--clip-norm 25 --criterion label_smoothed_cross_entropy --label-smoothing 0.1 --max-tokens 1000 "
+        f"--max-update {UPDATES} --keep-last-epochs 2 --disable-validation"
+    )
+    checkpoints = root / "checkpoints"
+    fairseq_cli(
+        "fairseq-train", str(data), "--user-dir", str(PLUGIN), *ARCH, *recipe, "--save-dir", str(checkpoints), cwd=root
+    )
+    return {"root": root, "data": data, "checkpoints": checkpoints, "last": checkpoints / "checkpoint_last.pt"}
 
 
 def fairseq_models(paths: list[Path], data: Path):
     """fairseq's own models from fairseq checkpoints (its torch.load runs under our allow-list)."""
     with torch.serialization.safe_globals(fairseq_checkpoint.SAFE_GLOBALS):
-        models, _, task = checkpoint_utils.load_model_ensemble_and_task([str(p) for p in paths],
-                                                                         arg_overrides={"data": str(data)})
+        models, _, task = checkpoint_utils.load_model_ensemble_and_task(
+            [str(p) for p in paths], arg_overrides={"data": str(data)}
+        )
     return models, task
 
 
@@ -144,14 +150,19 @@ def test_data_bin_reader_gives_fairseqs_ids_and_dictionaries(iwslt, iwslt_bin, t
     # the test split has words unseen in valid: <unk> (3), decoded as fairseq-generate prints targets
     assert int((data.splits["test"].tgt.tokens == 3).sum()) > 0
     assert data.lines("test", "en")[0] == FairseqDictionary.load(str(iwslt_bin / "dict.en.txt")).string(
-        MMapIndexedDataset(str(iwslt_bin / "test.de-en.en"))[0], escape_unk=True)
+        MMapIndexedDataset(str(iwslt_bin / "test.de-en.en"))[0], escape_unk=True
+    )
 
 
 @pytest.mark.slow  # uses the small model fairseq-train fits (~1.5 min once per module)
 def test_data_bin_reader_joined_dictionary_threshold_and_errors(small, tmp_path):
     """Multi30k with a joined dictionary and --thresholdsrc 2 (words seen once -> <unk>), read back exactly."""
     data = load_data_bin(small["data"], "de", "en", ["train", "test"])
-    assert data.src_dict.symbols == data.tgt_dict.symbols == FairseqDictionary.load(str(small["data"] / "dict.de.txt")).symbols
+    assert (
+        data.src_dict.symbols
+        == data.tgt_dict.symbols
+        == FairseqDictionary.load(str(small["data"] / "dict.de.txt")).symbols
+    )
     for lang, side in (("de", data.splits["test"].src), ("en", data.splits["test"].tgt)):
         theirs = MMapIndexedDataset(str(small["data"] / f"test.de-en.{lang}"))
         assert [side[i].tolist() for i in range(len(side))] == [theirs[i].tolist() for i in range(len(theirs))]
@@ -216,7 +227,7 @@ def test_imported_checkpoint_matches_fairseq_logits_loss_and_gradients(small):
 def test_averaged_checkpoints_import_as_the_mean_of_fairseqs_weights(small):
     """The last two epoch checkpoints averaged (eval.sh's average_checkpoints.py): our model's logits equal a fairseq
     model holding the element-wise mean of their parameters."""
-    paths = sorted(small["checkpoints"].glob("checkpoint[0-9]*.pt"), key=lambda p: int(p.stem[len("checkpoint"):]))
+    paths = sorted(small["checkpoints"].glob("checkpoint[0-9]*.pt"), key=lambda p: int(p.stem[len("checkpoint") :]))
     assert len(paths) == 2
     models, _ = fairseq_models(paths, small["data"])
     averaged = models[0]
@@ -241,8 +252,10 @@ def generate(data: Path, checkpoint: Path, cwd: Path, allow_namespace: bool = Fa
     args = [str(data), "--path", str(checkpoint), "--gen-subset", "test", "--beam", "5", "--batch-size", "50", "--cpu"]
     if not allow_namespace:
         return fairseq_cli("fairseq-generate", *args, cwd=cwd)
-    code = ("import argparse, sys, torch; torch.serialization.add_safe_globals([argparse.Namespace]); "
-            "from fairseq_cli.generate import cli_main; sys.argv[0] = 'fairseq-generate'; cli_main()")
+    code = (
+        "import argparse, sys, torch; torch.serialization.add_safe_globals([argparse.Namespace]); "
+        "from fairseq_cli.generate import cli_main; sys.argv[0] = 'fairseq-generate'; cli_main()"
+    )
     return fairseq_cli(sys.executable, "-c", code, *args, cwd=cwd)
 
 
@@ -258,7 +271,9 @@ def test_beam_5_equals_fairseq_generate_and_exported_checkpoint_decodes_in_fairs
     model = fairseq_checkpoint.load_model(small["last"])
     fairseq_checkpoint.export(model, tmp_path / "exported.pt", source_lang="de", target_lang="en")
     theirs = hypotheses(generated)
-    assert len(theirs) == N_SENTENCES and hypotheses(generate(small["data"], tmp_path / "exported.pt", tmp_path)) == theirs
+    assert (
+        len(theirs) == N_SENTENCES and hypotheses(generate(small["data"], tmp_path / "exported.pt", tmp_path)) == theirs
+    )
     data = load_data_bin(small["data"], "de", "en", ["test"])
     test = data.splits["test"]
     ours = {}
@@ -277,8 +292,16 @@ def test_beam_5_equals_fairseq_generate_and_exported_checkpoint_decodes_in_fairs
 def test_cli_evaluates_a_fairseq_checkpoint_on_a_data_bin_folder(small, generated, tmp_path):
     """``task.data_dir=<data-bin> task.init_from=<checkpoint> task.max_update=0``: the fairseq model decoded by our
     beam search gives fairseq-generate's hypotheses and BLEU."""
-    run_cli("task=nmt", f"task.data_dir={small['data']}", f"task.init_from={small['last']}", "task.max_update=0",
-            *OUR_ARCH, "task.model.share_all_embeddings=true", "task.model.dropout=0.0", runs=tmp_path / "runs")
+    run_cli(
+        "task=nmt",
+        f"task.data_dir={small['data']}",
+        f"task.init_from={small['last']}",
+        "task.max_update=0",
+        *OUR_ARCH,
+        "task.model.share_all_embeddings=true",
+        "task.model.dropout=0.0",
+        runs=tmp_path / "runs",
+    )
     (written,) = (tmp_path / "runs").rglob("test.hypotheses.txt")
     theirs = hypotheses(generated)
     assert read_lines(written) == [theirs[i] for i in range(N_SENTENCES)]
@@ -301,8 +324,9 @@ def test_initialising_from_a_checkpoint_names_a_mismatched_architecture(small):
 def fairseq_lrs(scheduler_cls, config_cls, updates: int, **cfg) -> list[float]:
     from fairseq.optim.sgd import SGD as FairseqSGD
 
-    optimizer = FairseqSGD(argparse.Namespace(lr=[cfg["lr"][0]], momentum=0.0, weight_decay=0.0),
-                           [torch.nn.Parameter(torch.zeros(1))])
+    optimizer = FairseqSGD(
+        argparse.Namespace(lr=[cfg["lr"][0]], momentum=0.0, weight_decay=0.0), [torch.nn.Parameter(torch.zeros(1))]
+    )
     scheduler = scheduler_cls(config_cls(**cfg), optimizer)
     return [scheduler.step_update(k) for k in range(updates)]
 
@@ -310,13 +334,26 @@ def fairseq_lrs(scheduler_cls, config_cls, updates: int, **cfg) -> list[float]:
 @pytest.mark.parametrize("warmup, init_lr", [(4000, 1e-7), (100, 0.0)])
 def test_inverse_sqrt_schedule_equals_fairseqs_step_by_step(warmup, init_lr):
     from fairseq.optim.lr_scheduler.inverse_square_root_schedule import (
-        InverseSquareRootLRScheduleConfig, InverseSquareRootSchedule)
+        InverseSquareRootLRScheduleConfig,
+        InverseSquareRootSchedule,
+    )
 
     lr, updates = 5e-4, 3 * warmup
-    theirs = fairseq_lrs(InverseSquareRootSchedule, InverseSquareRootLRScheduleConfig, updates, lr=[lr],
-                         warmup_updates=warmup, warmup_init_lr=init_lr)
-    schedule = Schedule(warmup="linear", warmup_steps=warmup, warmup_init_ratio=init_lr / lr,
-                        decay=Decay(kind="inverse_sqrt"), total_steps=updates)
+    theirs = fairseq_lrs(
+        InverseSquareRootSchedule,
+        InverseSquareRootLRScheduleConfig,
+        updates,
+        lr=[lr],
+        warmup_updates=warmup,
+        warmup_init_lr=init_lr,
+    )
+    schedule = Schedule(
+        warmup="linear",
+        warmup_steps=warmup,
+        warmup_init_ratio=init_lr / lr,
+        decay=Decay(kind="inverse_sqrt"),
+        total_steps=updates,
+    )
     assert [lr * schedule(k) for k in range(updates)] == pytest.approx(theirs, rel=1e-12, abs=1e-20)
 
 
@@ -324,13 +361,27 @@ def test_inverse_sqrt_schedule_equals_fairseqs_step_by_step(warmup, init_lr):
 def test_linear_decay_with_warmup_equals_fairseqs_polynomial_decay(warmup):
     """fairseq ``polynomial_decay`` with power 1 (the paper's linear decay to 1e-9 at 70k updates), step by step."""
     from fairseq.optim.lr_scheduler.polynomial_decay_schedule import (
-        PolynomialDecayLRSchedule, PolynomialDecayLRScheduleConfig)
+        PolynomialDecayLRSchedule,
+        PolynomialDecayLRScheduleConfig,
+    )
 
     lr, end, total = 3e-4, 1e-9, 70_000
-    theirs = fairseq_lrs(PolynomialDecayLRSchedule, PolynomialDecayLRScheduleConfig, total + 10, lr=[lr],
-                         warmup_updates=warmup, end_learning_rate=end, total_num_update=total, power=1.0)
-    schedule = Schedule(warmup="linear" if warmup else "none", warmup_steps=warmup,
-                        decay=Decay(kind="linear", min_lr_ratio=end / lr), total_steps=total)
+    theirs = fairseq_lrs(
+        PolynomialDecayLRSchedule,
+        PolynomialDecayLRScheduleConfig,
+        total + 10,
+        lr=[lr],
+        warmup_updates=warmup,
+        end_learning_rate=end,
+        total_num_update=total,
+        power=1.0,
+    )
+    schedule = Schedule(
+        warmup="linear" if warmup else "none",
+        warmup_steps=warmup,
+        decay=Decay(kind="linear", min_lr_ratio=end / lr),
+        total_steps=total,
+    )
     assert [lr * schedule(k) for k in range(total + 10)] == pytest.approx(theirs, rel=1e-9, abs=1e-20)
 
 
@@ -340,12 +391,13 @@ def test_linear_decay_with_warmup_equals_fairseqs_polynomial_decay(warmup):
 def train_few(small, save_dir: Path, *optimizer: str, updates: int = 6) -> Path:
     """``updates`` updates of fairseq-train (seed 7, dropout 0.1, inverse_sqrt from 5e-4 to 1e-3 in 3), a checkpoint
     after each: ``save_dir/checkpoint_1_<update>.pt``."""
-    fairseq_cli("fairseq-train", str(small["data"]), "--user-dir", str(PLUGIN), "--cpu", "--seed", "7", *ARCH,
-                "--share-all-embeddings", *optimizer, "--lr", "1e-3", "--lr-scheduler", "inverse_sqrt",
-                "--warmup-updates", "3", "--warmup-init-lr", "5e-4", "--weight-decay", "1e-4",
-                "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--max-tokens", "500",
-                "--max-update", str(updates), "--save-dir", str(save_dir), "--save-interval-updates", "1",
-                "--no-epoch-checkpoints", "--disable-validation", cwd=save_dir.parent)
+    recipe = shlex.split(
+        f"--cpu --seed 7 --lr 1e-3 --lr-scheduler inverse_sqrt --warmup-updates 3 --warmup-init-lr 5e-4 "
+        f"--weight-decay 1e-4 --criterion label_smoothed_cross_entropy --label-smoothing 0.1 --max-tokens 500 "
+        f"--max-update {updates} --save-interval-updates 1 --no-epoch-checkpoints --disable-validation"
+    )
+    args = [str(small["data"]), "--user-dir", str(PLUGIN), *ARCH, *optimizer, *recipe, "--save-dir", str(save_dir)]
+    fairseq_cli("fairseq-train", *args, cwd=save_dir.parent)
     return save_dir
 
 
@@ -353,7 +405,7 @@ def flat_weights(checkpoint: dict) -> torch.Tensor:
     return torch.cat([v.flatten() for k, v in sorted(checkpoint["model"].items()) if not k.endswith("._float_tensor")])
 
 
-BETAS = ["--adam-betas", "(0.9, 0.98)", "--adam-eps", "1e-8"]
+BETAS = shlex.split("--adam-betas '(0.9, 0.98)' --adam-eps 1e-8")
 
 
 @pytest.fixture(scope="module")
@@ -394,10 +446,10 @@ def test_plugin_flags_reach_radam_and_adam_2k(small, fairseq_adam, tmp_path):
     5 frozen steps (both untouched, weight decay included) and differ from fairseq's adam; the optimizer state
     records the flags."""
     load = fairseq_checkpoint.load
-    skip = load(train_few(small, tmp_path / "skip", "--optimizer", "radam_repro_radam", "--radam-threshold", "5",
-                          "--radam-no-sgd", "--eps-placement", "sqrt_vhat", updates=5) / "checkpoint_1_5.pt")
-    frozen = load(train_few(small, tmp_path / "frozen", "--optimizer", "radam_repro_adam_2k", "--freeze-steps", "5",
-                            updates=5) / "checkpoint_1_5.pt")
+    radam = shlex.split("--optimizer radam_repro_radam --radam-threshold 5 --radam-no-sgd --eps-placement sqrt_vhat")
+    skip = load(train_few(small, tmp_path / "skip", *radam, updates=5) / "checkpoint_1_5.pt")
+    adam_2k = shlex.split("--optimizer radam_repro_adam_2k --freeze-steps 5")
+    frozen = load(train_few(small, tmp_path / "frozen", *adam_2k, updates=5) / "checkpoint_1_5.pt")
     adam = load(fairseq_adam / "checkpoint_1_1.pt")
     group = skip["last_optimizer_state"]["param_groups"][0]
     assert (group["threshold"], group["degenerated_to_sgd"], group["eps_placement"]) == (5.0, False, "sqrt_vhat")

@@ -13,16 +13,26 @@ and the ``.bin`` file is the sentences' token ids (``</s>`` included) back to ba
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
 from radam_repro.data.bilingual import EOS, PAD, UNK, BilingualData, Dictionary, ParallelSplit, TokenizedText
 
 MAGIC = b"MMIDIDX\x00\x00"
-DTYPES = {1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64, 6: np.float64, 7: np.float64,
-          8: np.uint16, 9: np.uint32, 10: np.uint64}
+DTYPES = {
+    1: np.uint8,
+    2: np.int8,
+    3: np.int16,
+    4: np.int32,
+    5: np.int64,
+    6: np.float64,
+    7: np.float64,
+    8: np.uint16,
+    9: np.uint32,
+    10: np.uint64,
+}
 
 
 def read_indexed(prefix: Path) -> TokenizedText:
@@ -56,7 +66,7 @@ def split_prefix(data_dir: Path, split: str, src: str, tgt: str, lang: str) -> P
 
 
 def is_data_bin(data_dir: Path, src: str, tgt: str) -> bool:
-    """Whether ``data_dir`` is a fairseq data-bin folder for ``src``-``tgt`` (has ``dict.{src}.txt``, ``dict.{tgt}.txt``)."""
+    """Whether ``data_dir`` is a fairseq data-bin folder for ``src``-``tgt``: it has ``dict.{src,tgt}.txt``."""
     return all((Path(data_dir) / f"dict.{lang}.txt").is_file() for lang in (src, tgt))
 
 
@@ -95,11 +105,15 @@ def load_data_bin(data_dir: Path, src_lang: str, tgt_lang: str, splits: Iterable
             raise ValueError(f"{data_dir}: split {split} has {len(src)} source but {len(tgt)} target sentences")
         for side, dictionary, prefix in ((src, dicts[0], prefixes[0]), (tgt, dicts[1], prefixes[1])):
             if len(side.tokens) and int(side.tokens.max()) >= len(dictionary):
-                raise ValueError(f"{prefix}.bin holds ids beyond its dictionary ({len(dictionary)} symbols): "
-                                 "the data and dict.*.txt come from different fairseq-preprocess runs")
+                raise ValueError(
+                    f"{prefix}.bin holds ids beyond its dictionary ({len(dictionary)} symbols): "
+                    "the data and dict.*.txt come from different fairseq-preprocess runs"
+                )
         loaded[split] = ParallelSplit(src, tgt)
     if missing:
-        raise FileNotFoundError(f"fairseq data-bin folder {data_dir} lacks {', '.join(missing)}; binarise those "
-                                f"splits with fairseq-preprocess (--trainpref/--validpref/--testpref) or pick "
-                                f"others with task.train_split / task.test_split")
+        raise FileNotFoundError(
+            f"fairseq data-bin folder {data_dir} lacks {', '.join(missing)}; binarise those "
+            f"splits with fairseq-preprocess (--trainpref/--validpref/--testpref) or pick "
+            f"others with task.train_split / task.test_split"
+        )
     return BinarizedData(data_dir, src_lang, tgt_lang, dicts[0], dicts[1], loaded)

@@ -21,7 +21,7 @@ import os
 import sys
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any, List
+from typing import Any, List  # noqa: UP035
 
 from fairseq.dataclass import FairseqDataclass
 from fairseq.optim import FairseqOptimizer, register_optimizer
@@ -41,9 +41,11 @@ class AdamFamilyConfig(FairseqDataclass):
     adam_betas: Any = field(default="(0.9, 0.999)", metadata={"help": "betas for the Adam-family optimizer"})
     adam_eps: float = field(default=1e-8, metadata={"help": "epsilon for the Adam-family optimizer"})
     weight_decay: float = field(default=0.0, metadata={"help": "weight decay"})
-    l2_weight_decay: bool = field(default=False, metadata={"help": "add weight decay to the gradient (L2), not decoupled"})
+    l2_weight_decay: bool = field(
+        default=False, metadata={"help": "add weight decay to the gradient (L2), not decoupled"}
+    )
     eps_placement: str = field(default="sqrt_v", metadata={"help": "sqrt_v: sqrt(v_t)+eps (fairseq adam); sqrt_vhat"})
-    lr: List[float] = II("optimization.lr")
+    lr: List[float] = II("optimization.lr")  # noqa: UP006 (as fairseq's own optimizer configs)
 
 
 @dataclass
@@ -70,9 +72,15 @@ class RadamReproOptimizer(FairseqOptimizer):
     def optimizer_config(self) -> dict[str, Any]:
         cfg = self.cfg
         betas = ast.literal_eval(cfg.adam_betas) if isinstance(cfg.adam_betas, str) else cfg.adam_betas
-        return dict(lr=cfg.lr[0] if isinstance(cfg.lr, Collection) else cfg.lr, betas=tuple(betas), eps=cfg.adam_eps,
-                    weight_decay=cfg.weight_decay, decoupled_weight_decay=not cfg.l2_weight_decay,
-                    eps_placement=cfg.eps_placement, **self.extra_config)
+        return dict(
+            lr=cfg.lr[0] if isinstance(cfg.lr, Collection) else cfg.lr,
+            betas=tuple(betas),
+            eps=cfg.adam_eps,
+            weight_decay=cfg.weight_decay,
+            decoupled_weight_decay=not cfg.l2_weight_decay,
+            eps_placement=cfg.eps_placement,
+            **self.extra_config,
+        )
 
     @property
     def extra_config(self) -> dict[str, Any]:

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -34,8 +35,11 @@ from radam_repro.models.transformer import Transformer, TransformerConfig
 SAFE_GLOBALS = [argparse.Namespace]
 LAYER_NORMS = {  # fairseq name -> ours, per side
     "encoder": {"self_attn_layer_norm": "attn_block.norm", "final_layer_norm": "ffn_block.norm"},
-    "decoder": {"self_attn_layer_norm": "self_attn_block.norm", "encoder_attn_layer_norm": "encoder_attn_block.norm",
-                "final_layer_norm": "ffn_block.norm"},
+    "decoder": {
+        "self_attn_layer_norm": "self_attn_block.norm",
+        "encoder_attn_layer_norm": "encoder_attn_block.norm",
+        "final_layer_norm": "ffn_block.norm",
+    },
 }
 FAIRSEQ_VERSION = torch.tensor([3.0])  # fairseq's TransformerEncoder/Decoder state version: no upgrades on load
 
@@ -77,8 +81,10 @@ def to_radam(state: dict[str, Tensor]) -> dict[str, Tensor]:
             else:
                 out[f"{prefix}.{module}.{param}"] = value
         else:
-            raise ValueError(f"unexpected fairseq parameter {name!r} (learned positions, layernorm_embedding and "
-                             "adaptive softmax are not part of our Transformer)")
+            raise ValueError(
+                f"unexpected fairseq parameter {name!r} (learned positions, layernorm_embedding and "
+                "adaptive softmax are not part of our Transformer)"
+            )
     for name, parts in qkv.items():
         out[name] = torch.cat([parts["q"], parts["k"], parts["v"]])
     embed = out.get("decoder_embed.weight")
@@ -131,24 +137,35 @@ def model_options(checkpoint: dict[str, Any]) -> dict[str, Any]:
 def architecture(checkpoint: dict[str, Any], state: dict[str, Tensor]) -> dict[str, Any]:
     """Our :class:`TransformerConfig` keys for a fairseq checkpoint (``state`` already in our names)."""
     options = model_options(checkpoint)
-    if options.get("activation_fn", "relu") != "relu" or options.get("no_scale_embedding") or options.get(
-            "layernorm_embedding"):
-        raise ValueError("only fairseq's ReLU transformer with scaled embeddings and no layernorm_embedding maps "
-                         f"onto our Transformer (activation_fn={options.get('activation_fn')!r})")
+    if (
+        options.get("activation_fn", "relu") != "relu"
+        or options.get("no_scale_embedding")
+        or options.get("layernorm_embedding")
+    ):
+        raise ValueError(
+            "only fairseq's ReLU transformer with scaled embeddings and no layernorm_embedding maps "
+            f"onto our Transformer (activation_fn={options.get('activation_fn')!r})"
+        )
     heads = options.get("encoder_attention_heads") or (options.get("encoder") or {}).get("attention_heads")
     if not heads:
         raise ValueError("the checkpoint names no encoder_attention_heads (neither cfg.model nor args)")
     count = lambda side: len({k.split(".")[1] for k in state if k.startswith(f"{side}_layers.")})  # noqa: E731
     encoder_embed, decoder_embed = state["encoder_embed.weight"], state["decoder_embed.weight"]
     return dict(
-        src_vocab_size=encoder_embed.size(0), tgt_vocab_size=decoder_embed.size(0), padding_idx=1,
-        d_model=encoder_embed.size(1), ffn_dim=state["encoder_layers.0.ffn.fc1.weight"].size(0), heads=int(heads),
-        encoder_layers=count("encoder"), decoder_layers=count("decoder"),
+        src_vocab_size=encoder_embed.size(0),
+        tgt_vocab_size=decoder_embed.size(0),
+        padding_idx=1,
+        d_model=encoder_embed.size(1),
+        ffn_dim=state["encoder_layers.0.ffn.fc1.weight"].size(0),
+        heads=int(heads),
+        encoder_layers=count("encoder"),
+        decoder_layers=count("decoder"),
         pre_norm="encoder_norm.weight" in state,
         share_all_embeddings=bool(options.get("share_all_embeddings", False)),
         share_decoder_input_output_embed="output_projection" not in state,
         max_positions=int(options.get("max_source_positions") or 1024),
-        dropout=float(options.get("dropout", 0.1)), attention_dropout=float(options.get("attention_dropout", 0.0)),
+        dropout=float(options.get("dropout", 0.1)),
+        attention_dropout=float(options.get("attention_dropout", 0.0)),
         activation_dropout=float(options.get("activation_dropout") or options.get("relu_dropout") or 0.0),
     )
 
@@ -180,8 +197,9 @@ def load_model(paths: str | Path | Iterable[str | Path], **overrides: Any) -> Tr
     return model.eval()
 
 
-def export(model: Transformer, path: str | Path, *, source_lang: str, target_lang: str, data: str = "",
-           num_updates: int = 0) -> None:
+def export(
+    model: Transformer, path: str | Path, *, source_lang: str, target_lang: str, data: str = "", num_updates: int = 0
+) -> None:
     """Save ``model`` as a checkpoint that ``fairseq-generate``/``fairseq-train --restore-file`` read.
 
     The model options written to ``cfg.model`` (arch ``transformer``) describe our architecture;
@@ -189,23 +207,43 @@ def export(model: Transformer, path: str | Path, *, source_lang: str, target_lan
     """
     cfg = model.cfg
     tied = cfg.share_all_embeddings or cfg.share_decoder_input_output_embed
-    side = lambda prefix, layers: {f"{prefix}_embed_dim": cfg.d_model, f"{prefix}_ffn_embed_dim": cfg.ffn_dim,  # noqa: E731
-                                   f"{prefix}_layers": layers, f"{prefix}_attention_heads": cfg.heads,
-                                   f"{prefix}_normalize_before": cfg.pre_norm, f"{prefix}_learned_pos": False}
-    model_cfg = {"_name": "transformer", "arch": "transformer", **side("encoder", cfg.encoder_layers),
-                 **side("decoder", cfg.decoder_layers), "decoder_output_dim": cfg.d_model,
-                 "decoder_input_dim": cfg.d_model, "dropout": cfg.dropout, "attention_dropout": cfg.attention_dropout,
-                 "activation_dropout": cfg.activation_dropout, "activation_fn": "relu",
-                 "share_all_embeddings": cfg.share_all_embeddings,
-                 "share_decoder_input_output_embed": cfg.share_decoder_input_output_embed,
-                 "max_source_positions": cfg.max_positions, "max_target_positions": cfg.max_positions}
+    side = lambda prefix, layers: {
+        f"{prefix}_embed_dim": cfg.d_model,
+        f"{prefix}_ffn_embed_dim": cfg.ffn_dim,  # noqa: E731
+        f"{prefix}_layers": layers,
+        f"{prefix}_attention_heads": cfg.heads,
+        f"{prefix}_normalize_before": cfg.pre_norm,
+        f"{prefix}_learned_pos": False,
+    }
+    model_cfg = {
+        "_name": "transformer",
+        "arch": "transformer",
+        **side("encoder", cfg.encoder_layers),
+        **side("decoder", cfg.decoder_layers),
+        "decoder_output_dim": cfg.d_model,
+        "decoder_input_dim": cfg.d_model,
+        "dropout": cfg.dropout,
+        "attention_dropout": cfg.attention_dropout,
+        "activation_dropout": cfg.activation_dropout,
+        "activation_fn": "relu",
+        "share_all_embeddings": cfg.share_all_embeddings,
+        "share_decoder_input_output_embed": cfg.share_decoder_input_output_embed,
+        "max_source_positions": cfg.max_positions,
+        "max_target_positions": cfg.max_positions,
+    }
     task_cfg = {"_name": "translation", "data": data, "source_lang": source_lang, "target_lang": target_lang}
     state = {
         "args": None,
         "cfg": {"_name": None, "model": model_cfg, "task": task_cfg},
         "model": to_fairseq(model.state_dict(), tied),
-        "optimizer_history": [{"criterion_name": "LabelSmoothedCrossEntropyCriterion", "optimizer_name": "RAdam",
-                               "lr_scheduler_state": {"best": None}, "num_updates": num_updates}],
+        "optimizer_history": [
+            {
+                "criterion_name": "LabelSmoothedCrossEntropyCriterion",
+                "optimizer_name": "RAdam",
+                "lr_scheduler_state": {"best": None},
+                "num_updates": num_updates,
+            }
+        ],
         "extra_state": {"epoch": 1, "train_iterator": {"epoch": 1}},
         "last_optimizer_state": None,
     }
@@ -213,8 +251,17 @@ def export(model: Transformer, path: str | Path, *, source_lang: str, target_lan
     torch.save(state, path)
 
 
-STRUCTURE = ("src_vocab_size", "tgt_vocab_size", "d_model", "ffn_dim", "heads", "encoder_layers", "decoder_layers",
-             "pre_norm", "share_all_embeddings")
+STRUCTURE = (
+    "src_vocab_size",
+    "tgt_vocab_size",
+    "d_model",
+    "ffn_dim",
+    "heads",
+    "encoder_layers",
+    "decoder_layers",
+    "pre_norm",
+    "share_all_embeddings",
+)
 
 
 def initialise(model: Transformer, paths: str | Path | Iterable[str | Path]) -> None:
@@ -229,6 +276,6 @@ def initialise(model: Transformer, paths: str | Path | Iterable[str | Path]) -> 
             f"fairseq checkpoint {paths} does not fit the task's model: "
             + ", ".join(f"{key}={theirs} in the checkpoint but {ours} here" for key, (theirs, ours) in differ.items())
             + ". Set the matching task.model.* keys; vocabulary sizes come from the dictionaries, so train on the "
-              "data-bin folder (dict.*.txt) the checkpoint was trained with."
+            "data-bin folder (dict.*.txt) the checkpoint was trained with."
         )
     model.load_state_dict(state)

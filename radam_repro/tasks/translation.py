@@ -280,7 +280,7 @@ class TranslationTask(Seq2SeqTask):
 
 
 def build(cfg: DictConfig, *, seed: int, device: torch.device) -> TranslationTask:
-    """``task=nmt`` (prepare-iwslt14.sh or fairseq data-bin folder) or ``task=nmt_multi30k`` (Multi30k ``tok/`` folder, BPE learned here)."""
+    """``task=nmt`` (prepare-iwslt14.sh or fairseq data-bin folder) or ``task=nmt_multi30k`` (Multi30k ``tok/``)."""
     cfg = validated(cfg, NMTConfig)
     data_dir = Path(cfg.data_dir)
     splits = dict.fromkeys([cfg.train_split, "valid", cfg.test_split])
@@ -289,7 +289,9 @@ def build(cfg: DictConfig, *, seed: int, device: torch.device) -> TranslationTas
     if is_data_bin(data_dir, cfg.source_lang, cfg.target_lang):
         data = load_data_bin(data_dir, cfg.source_lang, cfg.target_lang, splits)
     else:
-        data = load_bilingual(data_dir, cfg.source_lang, cfg.target_lang, splits=splits, dict_split=cfg.train_split, cache_dir=cfg.cache_dir)
+        data = load_bilingual(
+            data_dir, cfg.source_lang, cfg.target_lang, splits=splits, dict_split=cfg.train_split, cache_dir=cfg.cache_dir
+        )
     return TranslationTask(cfg, data, seed=seed, device=device)
 
 
