@@ -34,9 +34,13 @@ def read_metrics(run: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_six_paper_variants_multirun_write_complete_run_folders(cli, cifar_dir):
-    cli("-m", f"optimizer={','.join(PAPER_VARIANTS)}", "optimizer.warmup.steps=10", "optimizer.freeze_steps=8",
-        *cifar_overrides(cifar_dir), timeout=900)
+def test_six_paper_variants_multirun_write_complete_run_folders(cli, cifar_dir, tmp_path):
+    # freeze_steps applies to Adam-2k alone (the other schemas reject it): a recipe on the search path sets it
+    recipe = tmp_path / "extra_configs" / "recipe" / "cifar10_adam_2k.yaml"
+    recipe.parent.mkdir(parents=True)
+    recipe.write_text("# @package _global_\noptimizer:\n  freeze_steps: 8\n")
+    cli("-m", f"optimizer={','.join(PAPER_VARIANTS)}", "optimizer.warmup.steps=10",
+        f"hydra.searchpath=[file://{recipe.parents[1]}]", *cifar_overrides(cifar_dir), timeout=900)
     runs = run_folders(cli.runs)
     assert len(runs) == len(PAPER_VARIANTS)
     seen = set()

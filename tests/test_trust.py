@@ -276,6 +276,7 @@ def test_lock_lease_is_refreshed_and_release_takes_only_its_own(tmp_path):
     assert read_owner(lock).token == "theirs"  # not ours: left in place
 
 
+@pytest.mark.slow
 def test_three_cli_processes_on_one_folder_give_one_runner(tmp_path):
     run = tmp_path / "run"
     procs = [cli(*SMALL, "trainer.max_steps=40", run_dir=run, wait=False) for _ in range(3)]

@@ -39,7 +39,9 @@ from radam_repro.data.bilingual import (
     prepare_multi30k,
     remove_bpe,
 )
+from radam_repro.data.fairseq_binarized import is_data_bin, load_data_bin
 from radam_repro.data.synthetic_translation import VALID_STREAM, SyntheticTranslation
+from radam_repro.models import fairseq_checkpoint
 from radam_repro.models.sequence_generator import beam_search
 from radam_repro.models.transformer import Architecture, Transformer, TransformerConfig
 from radam_repro.tasks.base import Decay, Task
@@ -55,7 +57,7 @@ class ModelConfig(Architecture):
 @dataclass
 class NMTConfig:
     name: str = "nmt"
-    data_dir: str = MISSING
+    data_dir: str = MISSING  # a prepare-iwslt14.sh folder or a fairseq data-bin folder (dict.*.txt, *.bin/.idx)
     source_lang: str = "de"
     target_lang: str = "en"
     train_split: str = "train"  # "valid" trains on the staged IWSLT sample (every 23rd training line)
@@ -74,6 +76,7 @@ class NMTConfig:
     max_len_b: int = 200
     eval_batch_size: int = 128  # sentences per beam-search batch
     detok_bleu: bool = False  # also sacreBLEU (13a) on Moses-detokenised text
+    init_from: Optional[str] = None  # a fairseq checkpoint_*.pt: initial weights (with max_update=0: evaluate it)
     model: ModelConfig = field(default_factory=ModelConfig)
 
 
@@ -194,7 +197,10 @@ class TranslationTask(Seq2SeqTask):
 
     def __init__(self, cfg: DictConfig, data: BilingualData, *, seed: int, device: torch.device):
         self.name, self.cfg, self.data, self.seed, self.device = cfg.name, cfg, data, seed, device
-        self.model = build_transformer(cfg.model, len(data.src_dict), len(data.tgt_dict)).to(device)
+        self.model = build_transformer(cfg.model, len(data.src_dict), len(data.tgt_dict))
+        if cfg.init_from:
+            fairseq_checkpoint.initialise(self.model, cfg.init_from)
+        self.model.to(device)
         train = data.splits[cfg.train_split]
         too_long = int((np.maximum(train.src.lengths, train.tgt.lengths) > cfg.model.max_positions).sum())
         if too_long:
@@ -274,13 +280,18 @@ class TranslationTask(Seq2SeqTask):
 
 
 def build(cfg: DictConfig, *, seed: int, device: torch.device) -> TranslationTask:
-    """``task=nmt`` (prepare-iwslt14.sh folder) or ``task=nmt_multi30k`` (Multi30k ``tok/`` folder, BPE learned here)."""
+    """``task=nmt`` (prepare-iwslt14.sh or fairseq data-bin folder) or ``task=nmt_multi30k`` (Multi30k ``tok/``)."""
     cfg = validated(cfg, NMTConfig)
     data_dir = Path(cfg.data_dir)
     splits = dict.fromkeys([cfg.train_split, "valid", cfg.test_split])
     if cfg.name == "nmt_multi30k":
         data_dir = prepare_multi30k(data_dir, cfg.source_lang, cfg.target_lang, cfg.bpe_merges, cfg.cache_dir)
-    data = load_bilingual(data_dir, cfg.source_lang, cfg.target_lang, splits=splits, dict_split=cfg.train_split, cache_dir=cfg.cache_dir)
+    if is_data_bin(data_dir, cfg.source_lang, cfg.target_lang):
+        data = load_data_bin(data_dir, cfg.source_lang, cfg.target_lang, splits)
+    else:
+        data = load_bilingual(
+            data_dir, cfg.source_lang, cfg.target_lang, splits=splits, dict_split=cfg.train_split, cache_dir=cfg.cache_dir
+        )
     return TranslationTask(cfg, data, seed=seed, device=device)
 
 
