@@ -9,6 +9,7 @@ valid choices. Task configs differ per task and are validated by each task's bui
 from __future__ import annotations
 
 from dataclasses import dataclass, field, make_dataclass
+from enum import Enum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -34,20 +35,30 @@ class TrainerConfig:
     eval_every: Optional[int] = None  # steps between evaluations; None: once per epoch
     log_every: int = 20  # steps between logged training points
     checkpoint_every: int = 1000  # steps between checkpoints (and one at the end)
-    keep_checkpoints: int = 1  # step checkpoints kept besides latest.pt (tasks that average need more)
+    keep_checkpoints: int = 1  # step checkpoints kept besides latest.pt, at least what the task's final evaluation needs
     histograms: bool = True  # log|g|, log|m|, log|v| histograms at the paper's steps
     threads: Optional[int] = None  # torch CPU threads; None: torch's default
-    resume: bool = True  # resume from the run folder's latest checkpoint
+    resume: bool = True  # resume from the run folder's latest checkpoint; false moves an earlier run aside
+    lock_lease_s: float = 300.0  # the folder lock is stale once untouched this long (its owner refreshes it)
     progress: bool = True  # tqdm progress bar
+
+
+class WandbMode(Enum):
+    """``logger.mode``: an Enum, so that a typo fails while Hydra composes, naming the key and the valid values."""
+
+    online = "online"
+    offline = "offline"
+    disabled = "disabled"
 
 
 @dataclass
 class LoggerConfig:
     kind: str = "local"  # local | wandb (local files are always written)
-    mode: str = "offline"  # wandb: online | offline | disabled
+    mode: WandbMode = WandbMode.offline  # wandb: online | offline | disabled
     project: str = "radam_repro"
     entity: Optional[str] = None
     tags: list[str] = field(default_factory=list)
+    init_timeout: float = 30.0  # seconds wandb.init may take (an unreachable server); then local files only
 
 
 @dataclass

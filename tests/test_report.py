@@ -133,7 +133,7 @@ def test_failed_diverged_and_half_written_runs_are_counted_and_listed(tmp_path, 
     write_run(tmp_path / "s3", seed=3, status="diverged", final={"train/loss": math.nan})
     write_run(tmp_path / "s4", seed=4, status="failed", final={})
     truncate_last_line(write_run(tmp_path / "s5", seed=5, status=None))  # killed mid-write: no summary, torn line
-    write_run(tmp_path / "s6", seed=6, status="running")  # summary says running, but nobody holds the lock
+    write_run(tmp_path / "s6", seed=6, status="running")  # summary says running, but nobody holds the lock: interrupted
     write_run(tmp_path / "s7", seed=7)
     (tmp_path / "s7" / "summary.json").write_text('{"status": "compl')  # corrupted summary
     write_run(tmp_path / "s8", seed=8)
@@ -142,7 +142,7 @@ def test_failed_diverged_and_half_written_runs_are_counted_and_listed(tmp_path, 
     runs = load_runs([tmp_path])
     status = {r.path.name: r.status for r in runs}
     assert status == {"s1": "completed", "s2": "completed", "s3": "diverged", "s4": "failed", "s5": "incomplete",
-                      "s6": "running", "s7": "incomplete", "s8": "completed"}
+                      "s6": "interrupted", "s7": "incomplete", "s8": "completed"}
     s5 = next(r for r in runs if r.path.name == "s5")
     assert any("last line" in p for p in s5.problems) and any("no summary.json" in p for p in s5.problems)
     assert len(s5.rows) > 10  # the readable lines survive
@@ -158,7 +158,7 @@ def test_failed_diverged_and_half_written_runs_are_counted_and_listed(tmp_path, 
     assert "[report] figure" not in printed  # no figure failed on the broken runs
     assert f"incomplete {tmp_path / 's5'}" in printed
     report = (out / "report.md").read_text()
-    for name, state in [("s3", "diverged"), ("s4", "failed"), ("s5", "incomplete"), ("s6", "running"), ("s7", "incomplete"), ("s8", "completed")]:
+    for name, state in [("s3", "diverged"), ("s4", "failed"), ("s5", "incomplete"), ("s6", "interrupted"), ("s7", "incomplete"), ("s8", "completed")]:
         assert any(str(tmp_path / name) in line and f"| {state} |" in line for line in report.splitlines()), name
     assert "out of memory" in report and "no readable config.yaml" in report
     runs_csv = list(csv.DictReader((out / "runs.csv").open()))
