@@ -590,7 +590,7 @@ def paper_recipe(variant: str):
     from radam_repro.__main__ import register  # noqa: F401 - registers the config schema and resolvers
 
     with initialize_config_dir(config_dir=str(ROOT / "radam_repro" / "configs"), version_base="1.3"):
-        return compose("config", overrides=["task=nmt", f"optimizer={variant}"])
+        return compose("radam_repro", overrides=["task=nmt", f"optimizer={variant}"])
 
 
 def fraction_below(opt: torch.optim.Optimizer, eps: float) -> torch.Tensor:

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def compose_cfg(overrides: list[str]):
     with initialize_config_dir(config_dir=str(ROOT / "radam_repro" / "configs"), version_base="1.3"):
-        return compose("config", overrides=overrides)
+        return compose("radam_repro", overrides=overrides)
 
 
 def bare_step_time(cfg, steps: int, device: torch.device) -> float:

@@ -26,7 +26,7 @@ register()
 OmegaConf.register_new_resolver("run_name", run_name, replace=True)
 
 
-@hydra.main(version_base="1.3", config_path="configs", config_name="config")
+@hydra.main(version_base="1.3", config_path="configs", config_name="radam_repro")
 def main(cfg: DictConfig) -> dict:
     from radam_repro.train import train
 

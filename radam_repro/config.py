@@ -1,6 +1,7 @@
 """Structured configs: the schema Hydra validates every composed config against.
 
-``configs/config.yaml`` starts from ``_config_schema`` (stored here in Hydra's ConfigStore), so a
+``configs/radam_repro.yaml`` (the primary config; not named ``config``, which fairseq stores in Hydra's
+ConfigStore when imported) starts from ``_config_schema`` (stored here in Hydra's ConfigStore), so a
 typo or a wrong type (``optimizer.lr=abc``, ``trainer.max_stepz=3``) fails before any work with
 the offending key; an unknown group choice (``optimizer=radm``) fails with Hydra's list of the
 valid choices. Task configs differ per task and are validated by each task's builder.

@@ -88,23 +88,26 @@ def test_two_by_two_grid_runs_as_one_job_array_and_completes(runs):
 
 
 def test_failing_cell_is_reported_and_the_others_complete(runs):
-    proc = run_cli(*SLURM_SWEEP, *TINY_CELL, "optimizer=adam_warmup", "optimizer.warmup.steps=0,5,10",
-                   runs=runs, check=False, timeout=300)
+    # heads=3 does not divide d_model=64: the cell fails while it builds its model, after its folder is written
+    # (bad config values such as optimizer.warmup.steps=0 now fail before any folder is written)
+    proc = run_cli(*SLURM_SWEEP, *TINY_CELL, "task.model.heads=3,2,4", runs=runs, check=False, timeout=300)
     assert proc.returncode != 0, "a sweep with a failed cell must exit non-zero"
-    assert "optimizer.warmup.steps > 0" in proc.stderr, proc.stderr[-3000:]
+    assert "must be divisible by heads=3" in proc.stderr, proc.stderr[-3000:]
 
     sweep = runs / "adhoc"
-    by_warmup = {}
+    by_heads = {}
     for name, summary in summaries(sweep).items():
         config = yaml.safe_load((sweep / name / "config.yaml").read_text())  # written before the run can fail
-        by_warmup[config["optimizer"]["warmup"]["steps"]] = summary
-    assert sorted(by_warmup) == [0, 5, 10], "every cell ran (and wrote its summary) before the command exited"
-    failed = by_warmup[0]
+        by_heads[config["task"]["model"]["heads"]] = summary
+    assert sorted(by_heads) == [2, 3, 4], "every cell ran (and wrote its summary) before the command exited"
+    failed = by_heads[3]
     assert failed["status"] == "failed" and failed["step"] == 0 and failed["final"] == {}, failed
-    assert failed["error"].startswith("ValueError") and "optimizer.warmup.steps > 0 (got 0)" in failed["error"]
-    for steps in (5, 10):
-        assert by_warmup[steps]["status"] == "completed" and by_warmup[steps]["step"] == 20, by_warmup[steps]
-    elements = wait_for(lambda: finished_elements(the_array(sweep).name, 3), 30, "accounting to record the 3 elements' end")
+    assert failed["error"].startswith("ValueError") and "d_model=64 must be divisible by heads=3" in failed["error"]
+    for heads in (2, 4):
+        assert by_heads[heads]["status"] == "completed" and by_heads[heads]["step"] == 20, by_heads[heads]
+    elements = wait_for(
+        lambda: finished_elements(the_array(sweep).name, 3), 30, "accounting to record the 3 elements' end"
+    )
     assert set(elements.values()) == {"COMPLETED"}, f"Hydra records a failed cell; its job itself succeeds: {elements}"
 
 

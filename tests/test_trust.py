@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -357,6 +358,25 @@ BAD_VALUES = [
 ]
 
 
+@contextmanager
+def without_foreign_optimizer_schemas():
+    """Hide what fairseq stores in Hydra's global ConfigStore when a test in this process imported it.
+
+    fairseq registers ``optimizer/adam``, ``optimizer/sgd``, ... schemas; Hydra would merge them with our YAMLs of the
+    same name. The CLI never imports fairseq; in-process composition here must not depend on test order.
+    """
+    from hydra.core.config_store import ConfigStore
+
+    optimizers = ConfigStore.instance().repo.get("optimizer", {})
+    foreign = {name: node for name, node in optimizers.items() if not name.startswith("_")}
+    for name in foreign:
+        del optimizers[name]
+    try:
+        yield
+    finally:
+        optimizers.update(foreign)
+
+
 @pytest.mark.parametrize("override, expected", BAD_VALUES)
 def test_bad_config_values_name_the_key(override, expected):
     from hydra import compose, initialize_config_dir
@@ -365,8 +385,11 @@ def test_bad_config_values_name_the_key(override, expected):
     from radam_repro.train import validate
 
     register()
-    with initialize_config_dir(str(ROOT / "radam_repro" / "configs"), version_base="1.3"):
-        cfg = compose("config", overrides=["task=nmt_synthetic", override])
+    with (
+        without_foreign_optimizer_schemas(),
+        initialize_config_dir(str(ROOT / "radam_repro" / "configs"), version_base="1.3"),
+    ):
+        cfg = compose("radam_repro", overrides=["task=nmt_synthetic", override])
     with pytest.raises(ValueError) as error:
         validate(cfg)
     assert expected in str(error.value)

@@ -19,9 +19,9 @@ import yaml
 
 from radam_repro.report.runs import Run
 
-# The run-specific keys: what configs/config.yaml leaves out of run-folder names (paths, device, threads,
+# The run-specific keys: what configs/radam_repro.yaml leaves out of run-folder names (paths, device, threads,
 # logging cadence, logger); a resumed run may change them (train.check_resume_config). Grouping also ignores the seed.
-_PRIMARY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "config.yaml"
+_PRIMARY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "radam_repro.yaml"
 _HYDRA_JOB = yaml.safe_load(_PRIMARY_CONFIG.read_text())["hydra"]["job"]
 RUN_SPECIFIC_KEYS = set(_HYDRA_JOB["config"]["override_dirname"]["exclude_keys"])
 IGNORED_KEYS = {"seed", "group", *RUN_SPECIFIC_KEYS}
