@@ -9,8 +9,8 @@ import textwrap
 
 import pytest
 import torch
-
 from conftest import PAPER_RT_TABLE
+
 from radam_repro.optim import Adam, Adam2k, RAdam, SimplifiedRAdam, build, rectification, rho_t
 from radam_repro.optim.rectification import hilton_multiplier
 
@@ -36,7 +36,9 @@ def make_problem(seed: int, dtype=torch.float64):
     return params, loss_fn
 
 
-def groups_for(params, lrs=(1e-2, 3e-3, 3e-2), betas=((0.9, 0.999), (0.8, 0.99), (0.95, 0.9995)), wds=(0.0, 1e-2, 1e-1)):
+def groups_for(
+    params, lrs=(1e-2, 3e-3, 3e-2), betas=((0.9, 0.999), (0.8, 0.99), (0.95, 0.9995)), wds=(0.0, 1e-2, 1e-1)
+):
     return [dict(params=[p], lr=lr, betas=b, weight_decay=wd) for p, lr, b, wd in zip(params, lrs, betas, wds)]
 
 
@@ -113,7 +115,9 @@ class FairseqAdam(torch.optim.Optimizer):
 class OfficialRAdam(torch.optim.Optimizer):
     """Reference: LiyuanLucasLiu/RAdam ``PlainRAdam`` semantics (N_sma >= threshold, skip or SGD)."""
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, degenerated_to_sgd=False, threshold=5):
+    def __init__(
+        self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, degenerated_to_sgd=False, threshold=5
+    ):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
         self.degenerated_to_sgd, self.threshold = degenerated_to_sgd, threshold
 
@@ -136,9 +140,19 @@ class OfficialRAdam(torch.optim.Optimizer):
                 if n_sma > self.threshold:
                     if group["weight_decay"] != 0:
                         p.add_(p, alpha=-group["weight_decay"] * group["lr"])
-                    step_size = group["lr"] * math.sqrt(
-                        (1 - beta2_t) * (n_sma - 4) / (n_sma_max - 4) * (n_sma - 2) / n_sma * n_sma_max / (n_sma_max - 2)
-                    ) / (1 - beta1**t)
+                    step_size = (
+                        group["lr"]
+                        * math.sqrt(
+                            (1 - beta2_t)
+                            * (n_sma - 4)
+                            / (n_sma_max - 4)
+                            * (n_sma - 2)
+                            / n_sma
+                            * n_sma_max
+                            / (n_sma_max - 2)
+                        )
+                        / (1 - beta1**t)
+                    )
                     p.addcdiv_(exp_avg, exp_avg_sq.sqrt().add_(group["eps"]), value=-step_size)
                 elif self.degenerated_to_sgd:
                     if group["weight_decay"] != 0:
@@ -168,8 +182,14 @@ def test_adam2k_matches_fairseq_adam_freeze():
 @pytest.mark.parametrize("threshold", [4, 5])
 def test_radam_matches_official_semantics(degenerated_to_sgd, threshold):
     betas = ((0.9, 0.999), (0.8, 0.99), (0.95, 0.9995))
-    ours = run(lambda ps: RAdam(groups_for(ps, betas=betas), threshold=threshold, degenerated_to_sgd=degenerated_to_sgd))
-    ref = run(lambda ps: OfficialRAdam(groups_for(ps, betas=betas), degenerated_to_sgd=degenerated_to_sgd, threshold=threshold))
+    ours = run(
+        lambda ps: RAdam(groups_for(ps, betas=betas), threshold=threshold, degenerated_to_sgd=degenerated_to_sgd)
+    )
+    ref = run(
+        lambda ps: OfficialRAdam(
+            groups_for(ps, betas=betas), degenerated_to_sgd=degenerated_to_sgd, threshold=threshold
+        )
+    )
     assert_trajectories_close(ours, ref)
 
 
