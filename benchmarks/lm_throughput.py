@@ -107,15 +107,23 @@ def main():
     device = torch.device(args.device)
     named = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} thread(s)"
     if device.type == "cuda":
-        cases = [("small", "fp32", 32, args.steps), ("full", "fp32", 128, args.steps), ("full", "bf16", 128, args.steps)]
+        cases = [
+            ("small", "fp32", 32, args.steps),
+            ("full", "fp32", 128, args.steps),
+            ("full", "bf16", 128, args.steps),
+        ]
     else:  # the full model takes seconds per step on a CPU: fewer, smaller steps
         cases = [("small", "fp32", 32, args.steps), ("full", "fp32", 16, max(2, args.steps // 4))]
-    print(f"device: {named}; torch {torch.__version__}; bptt {args.bptt}; forward+backward (ours with dropout), "
-          "no optimizer step")
+    print(
+        f"device: {named}; torch {torch.__version__}; bptt {args.bptt}; forward+backward (ours with dropout), "
+        "no optimizer step"
+    )
     for name, dtype, batch_size, steps in cases:
         ours, reference = run(name, device, dtype, batch_size, args.bptt, args.warmup, steps)
-        print(f"{name:5s} {dtype} batch {batch_size:3d}: {ours:10.0f} tokens/s  "
-              f"(bare nn.LSTM + AdaptiveLogSoftmaxWithLoss: {reference:10.0f}; ratio {ours / reference:.2f})")
+        print(
+            f"{name:5s} {dtype} batch {batch_size:3d}: {ours:10.0f} tokens/s  "
+            f"(bare nn.LSTM + AdaptiveLogSoftmaxWithLoss: {reference:10.0f}; ratio {ours / reference:.2f})"
+        )
 
 
 if __name__ == "__main__":

@@ -112,7 +112,11 @@ def main() -> None:
     print(f"device: {name}; torch {torch.__version__}; batch {sentences} x {args.length} target tokens")
 
     torch.manual_seed(0)
-    ours = Transformer(TransformerConfig(src_vocab_size=SRC_VOCAB, tgt_vocab_size=TGT_VOCAB, dropout=args.dropout)).to(device).train()
+    ours = (
+        Transformer(TransformerConfig(src_vocab_size=SRC_VOCAB, tgt_vocab_size=TGT_VOCAB, dropout=args.dropout))
+        .to(device)
+        .train()
+    )
     reference = Reference(args.dropout).to(device).train()
     data = batch(sentences, args.length, device)
     for precision in ("fp32", "bf16") if cuda else ("fp32",):

@@ -34,19 +34,51 @@ YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 def config(variant: str, lr: float, seed: int) -> dict:
     return {
-        "optimizer": {"name": variant, "algorithm": variant, "lr": lr, "betas": [0.9, 0.999],
-                      "eps": 1e-4 if variant == "adam_eps" else 1e-8, "weight_decay": 1e-4,
-                      "decoupled_weight_decay": True, "eps_placement": "sqrt_v", "threshold": 5.0,
-                      "degenerated_to_sgd": True, "freeze_steps": 2000 if variant == "adam_2k" else 0,
-                      "momentum": 0.9, "nesterov": False,
-                      "warmup": {"kind": "linear" if variant == "adam_warmup" else "none", "steps": 500, "init_lr": 0.0}},
-        "task": {"name": "cifar10", "data_dir": "/data/cifar10", "batch_size": 128, "epochs": 164,
-                 "decay_epochs": [81, 122], "decay_gamma": 0.1, "depth": 20, "augment": True},
-        "trainer": {"max_steps": 5000, "device": "cpu", "precision": "fp32", "compile": False, "eval_every": 500,
-                    "log_every": 20, "checkpoint_every": 1000, "keep_checkpoints": 1, "histograms": True,
-                    "threads": 1, "resume": True, "progress": False},
+        "optimizer": {
+            "name": variant,
+            "algorithm": variant,
+            "lr": lr,
+            "betas": [0.9, 0.999],
+            "eps": 1e-4 if variant == "adam_eps" else 1e-8,
+            "weight_decay": 1e-4,
+            "decoupled_weight_decay": True,
+            "eps_placement": "sqrt_v",
+            "threshold": 5.0,
+            "degenerated_to_sgd": True,
+            "freeze_steps": 2000 if variant == "adam_2k" else 0,
+            "momentum": 0.9,
+            "nesterov": False,
+            "warmup": {"kind": "linear" if variant == "adam_warmup" else "none", "steps": 500, "init_lr": 0.0},
+        },
+        "task": {
+            "name": "cifar10",
+            "data_dir": "/data/cifar10",
+            "batch_size": 128,
+            "epochs": 164,
+            "decay_epochs": [81, 122],
+            "decay_gamma": 0.1,
+            "depth": 20,
+            "augment": True,
+        },
+        "trainer": {
+            "max_steps": 5000,
+            "device": "cpu",
+            "precision": "fp32",
+            "compile": False,
+            "eval_every": 500,
+            "log_every": 20,
+            "checkpoint_every": 1000,
+            "keep_checkpoints": 1,
+            "histograms": True,
+            "threads": 1,
+            "resume": True,
+            "progress": False,
+        },
         "logger": {"kind": "local", "mode": "offline", "project": "radam_repro", "entity": None, "tags": []},
-        "seed": seed, "experiment": "bench", "data_root": "/data", "run_root": "runs",
+        "seed": seed,
+        "experiment": "bench",
+        "data_root": "/data",
+        "run_root": "runs",
     }
 
 
@@ -58,17 +90,43 @@ def write_synthetic_run(folder: Path, variant: str, lr: float, seed: int, rows: 
     for i in range(1, rows + 1):
         step = 20 * i
         if i % 25 == 0:
-            lines.append({"step": step, "epoch": step / 391, "split": "valid", "loss": rng.random(), "acc": rng.random()})
+            lines.append(
+                {"step": step, "epoch": step / 391, "split": "valid", "loss": rng.random(), "acc": rng.random()}
+            )
         else:
-            lines.append({"step": step, "epoch": step / 391, "split": "train", "loss": 2.3 * math.exp(-step / 2000),
-                          "lr": lr, "multiplier": 1.0, "steps_per_s": 30.0, "grad_norm": rng.random(), "acc": rng.random()})
+            lines.append(
+                {
+                    "step": step,
+                    "epoch": step / 391,
+                    "split": "train",
+                    "loss": 2.3 * math.exp(-step / 2000),
+                    "lr": lr,
+                    "multiplier": 1.0,
+                    "steps_per_s": 30.0,
+                    "grad_norm": rng.random(),
+                    "acc": rng.random(),
+                }
+            )
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in lines))
     acc = 0.9 + 0.01 * rng.random()
     status = "diverged" if rng.random() < 0.02 else "completed"
-    (folder / "summary.json").write_text(json.dumps({
-        "status": status, "step": 20 * rows, "total_steps": 20 * rows, "max_steps": 20 * rows, "wall_s": 60.0,
-        "error": None, "diverged_step": None, "final": {"valid/acc": acc, "test/acc": acc, "valid/loss": 0.3},
-        "best": {"valid/acc": acc + 0.001, "test/acc": acc + 0.001, "valid/loss": 0.29}}, indent=2, sort_keys=True))
+    (folder / "summary.json").write_text(
+        json.dumps(
+            {
+                "status": status,
+                "step": 20 * rows,
+                "total_steps": 20 * rows,
+                "max_steps": 20 * rows,
+                "wall_s": 60.0,
+                "error": None,
+                "diverged_step": None,
+                "final": {"valid/acc": acc, "test/acc": acc, "valid/loss": 0.3},
+                "best": {"valid/acc": acc + 0.001, "test/acc": acc + 0.001, "valid/loss": 0.29},
+            },
+            indent=2,
+            sort_keys=True,
+        )
+    )
 
 
 def read_every_file(root: Path) -> int:
@@ -96,7 +154,9 @@ def main() -> None:
         started = time.perf_counter()
         for i in range(args.runs):
             variant, lr = VARIANTS[i % len(VARIANTS)], LRS[(i // len(VARIANTS)) % len(LRS)]
-            write_synthetic_run(root / f"run{i:05d}", variant, lr, seed=i // (len(VARIANTS) * len(LRS)), rows=args.rows, rng=rng)
+            write_synthetic_run(
+                root / f"run{i:05d}", variant, lr, seed=i // (len(VARIANTS) * len(LRS)), rows=args.rows, rng=rng
+            )
         print(f"wrote {args.runs} runs × {args.rows} rows in {time.perf_counter() - started:.1f} s")
 
         started = time.perf_counter()
@@ -110,8 +170,10 @@ def main() -> None:
         report = time.perf_counter() - started
 
     print(f"reference (parse every file, {lines} metric lines): {reference:.2f} s")
-    print(f"report (load + aggregate + tables, {len(agg.groups)} groups): {report:.2f} s "
-          f"= {report / reference:.2f}× the reference; target < 10 s: {'met' if report < 10 else 'MISSED'}")
+    print(
+        f"report (load + aggregate + tables, {len(agg.groups)} groups): {report:.2f} s "
+        f"= {report / reference:.2f}× the reference; target < 10 s: {'met' if report < 10 else 'MISSED'}"
+    )
 
 
 if __name__ == "__main__":

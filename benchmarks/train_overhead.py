@@ -64,15 +64,25 @@ def bare_step_time(cfg, steps: int, device: torch.device) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=str(ROOT / os.environ.get("RADAM_REPRO_DATA", "../shared/data") / "cifar10/partial"))
+    parser.add_argument(
+        "--data-dir", default=str(ROOT / os.environ.get("RADAM_REPRO_DATA", "../shared/data") / "cifar10/partial")
+    )
     parser.add_argument("--check-integrity", action="store_true")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--short", type=int, default=40)
     parser.add_argument("--batch", type=int, default=128)
     args = parser.parse_args()
-    base = ["optimizer=radam", f"task.data_dir={args.data_dir}", f"task.check_integrity={args.check_integrity}",
-            f"task.batch_size={args.batch}", "trainer.eval_every=1000000", "trainer.log_every=20",
-            "trainer.checkpoint_every=100", "trainer.progress=false", "task.epochs=1000"]
+    base = [
+        "optimizer=radam",
+        f"task.data_dir={args.data_dir}",
+        f"task.check_integrity={args.check_integrity}",
+        f"task.batch_size={args.batch}",
+        "trainer.eval_every=1000000",
+        "trainer.log_every=20",
+        "trainer.checkpoint_every=100",
+        "trainer.progress=false",
+        "task.epochs=1000",
+    ]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     walls = {}
     bare_before = bare_step_time(compose_cfg(base), args.steps, device)  # bare runs bracket the harness: drift cancels
@@ -87,7 +97,9 @@ def main() -> None:
     bare_after = bare_step_time(compose_cfg(base), args.steps, device)
     bare = (bare_before + bare_after) / 2
     print(f"device={device}, threads={torch.get_num_threads()}, ResNet-20 batch {args.batch}, RAdam")
-    print(f"bare loop     {bare * 1e3:8.1f} ms/step  ({1 / bare:.2f} steps/s; before {bare_before * 1e3:.1f}, after {bare_after * 1e3:.1f})")
+    print(
+        f"bare loop     {bare * 1e3:8.1f} ms/step  ({1 / bare:.2f} steps/s; before {bare_before * 1e3:.1f}, after {bare_after * 1e3:.1f})"
+    )
     print(f"full harness  {harness * 1e3:8.1f} ms/step  ({1 / harness:.2f} steps/s; logged {len(rows)} metric rows)")
     print(f"ratio harness/bare = {harness / bare:.3f}  (target <= 1.03)")
 

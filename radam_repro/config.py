@@ -30,13 +30,17 @@ class WarmupConfig:
 class TrainerConfig:
     max_steps: Optional[int] = None  # a budget that cuts any recipe short (schedules keep the recipe's length)
     device: str = "auto"  # auto (cuda if present) | cpu | cuda | cuda:N
-    devices: int = 1  # N > 1: DDP over N processes (nccl on GPU, gloo on CPU), same global batch (radam_repro/distributed.py)
+    devices: int = (
+        1  # N > 1: DDP over N processes (nccl on GPU, gloo on CPU), same global batch (radam_repro/distributed.py)
+    )
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with a GradScaler)
     compile: bool = False  # torch.compile the model
     eval_every: Optional[int] = None  # steps between evaluations; None: once per epoch
     log_every: int = 20  # steps between logged training points
     checkpoint_every: int = 1000  # steps between checkpoints (and one at the end)
-    keep_checkpoints: int = 1  # step checkpoints kept besides latest.pt, at least what the task's final evaluation needs
+    keep_checkpoints: int = (
+        1  # step checkpoints kept besides latest.pt, at least what the task's final evaluation needs
+    )
     histograms: bool = True  # log|g|, log|m|, log|v| histograms at the paper's steps
     threads: Optional[int] = None  # torch CPU threads; None: torch's default
     resume: bool = True  # resume from the run folder's latest checkpoint; false moves an earlier run aside
@@ -81,8 +85,14 @@ def optimizer_schema(info: OptimInfo) -> type:
     holds only what differs, so a key that does not apply (``momentum`` for Adam) or a wrong type fails early.
     """
     fields = [("name", str, MISSING), ("algorithm", str, info.name)]
-    fields += [(hp.name, hp.type, field(default_factory=lambda d=hp.default: list(d)) if isinstance(hp.default, list)
-                else hp.default) for hp in info.hyperparameters]
+    fields += [
+        (
+            hp.name,
+            hp.type,
+            field(default_factory=lambda d=hp.default: list(d)) if isinstance(hp.default, list) else hp.default,
+        )
+        for hp in info.hyperparameters
+    ]
     fields.append(("warmup", WarmupConfig, field(default_factory=WarmupConfig)))
     return make_dataclass(f"{info.cls.__name__}Config", fields)
 

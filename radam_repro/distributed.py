@@ -17,10 +17,11 @@ from __future__ import annotations
 import os
 import random
 import socket
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -87,8 +88,10 @@ def must_spawn(devices: int) -> bool:
 def spawn(fn: Callable[..., Any], devices: int, device_name: str, *args: Any) -> None:
     """Run ``fn(*args)`` in ``devices`` local processes that see torchrun's variables (rank = index)."""
     if pick_device(device_name).type == "cuda" and devices > torch.cuda.device_count():
-        raise ValueError(f"trainer.devices={devices} but {torch.cuda.device_count()} CUDA devices are visible; "
-                         "lower trainer.devices, or set trainer.device=cpu for gloo processes on the CPU")
+        raise ValueError(
+            f"trainer.devices={devices} but {torch.cuda.device_count()} CUDA devices are visible; "
+            "lower trainer.devices, or set trainer.device=cpu for gloo processes on the CPU"
+        )
     with socket.socket() as probe:  # a free port on loopback for rank 0's rendezvous store
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -96,8 +99,14 @@ def spawn(fn: Callable[..., Any], devices: int, device_name: str, *args: Any) ->
 
 
 def _as_rank(index: int, world: int, port: int, fn: Callable[..., Any], args: tuple) -> None:
-    os.environ.update(RANK=str(index), LOCAL_RANK=str(index), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(index),
+        LOCAL_RANK=str(index),
+        WORLD_SIZE=str(world),
+        LOCAL_WORLD_SIZE=str(world),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
     fn(*args)
 
 
@@ -165,16 +174,19 @@ def process_group(device_name: str, devices: int) -> Iterator[Ranks]:
     """The process group of a launched rank (torchrun / SLURM / :func:`spawn`), or a single process."""
     rank, world, local_rank = launched_rank() or (0, 1, None)
     if devices > 1 and devices != world:
-        raise ValueError(f"trainer.devices={devices} but the launcher started {world} processes; "
-                         f"set trainer.devices={world} (or leave it at 1 under a launcher)")
+        raise ValueError(
+            f"trainer.devices={devices} but the launcher started {world} processes; "
+            f"set trainer.devices={world} (or leave it at 1 under a launcher)"
+        )
     device = pick_device(device_name, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)  # the current device: rng_state(), gather_object
     if world == 1:
         yield Ranks(device)
         return
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world,
-                            timeout=COLLECTIVE_TIMEOUT)
+    dist.init_process_group(
+        "nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world, timeout=COLLECTIVE_TIMEOUT
+    )
     try:
         yield Ranks(device, rank, world)
     finally:
@@ -194,12 +206,16 @@ def shard_rows(batch: Any, rank: int, world: int, dim: int = 0) -> Any:
     """
     if isinstance(batch, torch.Tensor):
         if batch.dim() <= dim:
-            raise ValueError(f"a {batch.dim()}-d tensor in the batch has no dim {dim} to split over {world} "
-                             "processes; override the task's shard() to say how it splits")
+            raise ValueError(
+                f"a {batch.dim()}-d tensor in the batch has no dim {dim} to split over {world} "
+                "processes; override the task's shard() to say how it splits"
+            )
         size = batch.size(dim)
         if size % world:
-            raise ValueError(f"a batch of {size} along dim {dim} does not split evenly over {world} processes; "
-                             "make the task's batch size a multiple of trainer.devices")
+            raise ValueError(
+                f"a batch of {size} along dim {dim} does not split evenly over {world} processes; "
+                "make the task's batch size a multiple of trainer.devices"
+            )
         return batch.narrow(dim, rank * size // world, size // world).contiguous()
     if isinstance(batch, (tuple, list)):
         return type(batch)(shard_rows(x, rank, world, dim) for x in batch)
@@ -216,4 +232,3 @@ def to_cpu(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {key: to_cpu(x) for key, x in obj.items()}
     return obj
-

@@ -98,4 +98,3 @@ def slurm_job_id() -> str:
     """The id ``scontrol requeue`` needs: ``<array job>_<task>`` for an array element, else the job id."""
     array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
     return f"{array_job}_{task}" if array_job and task else os.environ["SLURM_JOB_ID"]
-

@@ -47,18 +47,34 @@ def cifar_dir(shared_data: Path) -> Path:
     return path
 
 
-def run_cli(*overrides: str, runs: Path, check: bool = True, timeout: float = 600, env: dict | None = None,
-            threads: int = 1) -> subprocess.CompletedProcess:
+def run_cli(
+    *overrides: str, runs: Path, check: bool = True, timeout: float = 600, env: dict | None = None, threads: int = 1
+) -> subprocess.CompletedProcess:
     """``python -m radam_repro <overrides>`` as a user runs it, with run folders under ``runs``."""
-    full_env = {**os.environ, "RADAM_REPRO_RUNS": str(runs), "RADAM_REPRO_DATA": str(data_root()),
-                "OMP_NUM_THREADS": str(threads), "WANDB_DIR": str(runs / "wandb_home"),
-                "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "1", "RADAM_REPRO_CACHE": str(runs / "cache"),
-                "TQDM_DISABLE": "1", **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "radam_repro", *overrides, f"trainer.threads={threads}",
-                           "trainer.progress=false"], cwd=ROOT, env=full_env, capture_output=True, text=True,
-                          timeout=timeout)
+    full_env = {
+        **os.environ,
+        "RADAM_REPRO_RUNS": str(runs),
+        "RADAM_REPRO_DATA": str(data_root()),
+        "OMP_NUM_THREADS": str(threads),
+        "WANDB_DIR": str(runs / "wandb_home"),
+        "WANDB_SILENT": "true",
+        "HYDRA_FULL_ERROR": "1",
+        "RADAM_REPRO_CACHE": str(runs / "cache"),
+        "TQDM_DISABLE": "1",
+        **(env or {}),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "radam_repro", *overrides, f"trainer.threads={threads}", "trainer.progress=false"],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"CLI failed ({proc.returncode}):\nSTDOUT:\n{proc.stdout[-3000:]}\nSTDERR:\n{proc.stderr[-5000:]}")
+        raise AssertionError(
+            f"CLI failed ({proc.returncode}):\nSTDOUT:\n{proc.stdout[-3000:]}\nSTDERR:\n{proc.stderr[-5000:]}"
+        )
     return proc
 
 
@@ -74,26 +90,35 @@ def cli(tmp_path):
 DEFAULT_SLURM_CONF = Path(os.environ.get("RADAM_REPRO_SLURM_DIR", "/tmp/radam_repro_slurm")) / "etc" / "slurm.conf"
 # Jobs on the local 2-CPU node: one CPU, no GPU, no memory request, a limit long enough that
 # submitit counts a USR2 as a preemption, not a time-out (it needs >= 10 min of headroom).
-LOCAL_RESOURCES = ["hydra.launcher.gpus_per_node=null", "hydra.launcher.cpus_per_task=1",
-                   "hydra.launcher.mem_gb=null", "hydra.launcher.timeout_min=60"]
+LOCAL_RESOURCES = [
+    "hydra.launcher.gpus_per_node=null",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=null",
+    "hydra.launcher.timeout_min=60",
+]
 
 
 @pytest.fixture(scope="session")
 def slurm_env() -> tuple[dict[str, str], list[str]]:
     """Asks ``sinfo`` once per session (a cluster that is down takes 30 s to say so); skip or fail without one."""
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-           "OMP_NUM_THREADS": "1"}
+    env = {
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        "OMP_NUM_THREADS": "1",
+    }
     if "SLURM_CONF" not in os.environ and DEFAULT_SLURM_CONF.is_file():
         env["SLURM_CONF"] = str(DEFAULT_SLURM_CONF)
     try:
-        proc = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], env={**os.environ, **env},
-                              capture_output=True, text=True, timeout=30)
+        proc = subprocess.run(
+            ["sinfo", "-h", "-N", "-o", "%N %T"], env={**os.environ, **env}, capture_output=True, text=True, timeout=30
+        )
         problem = proc.stderr.strip() if proc.returncode or not proc.stdout.strip() else ""
     except (FileNotFoundError, subprocess.TimeoutExpired) as e:
         problem, proc = str(e), None
     if problem:
-        message = (f"no SLURM cluster answers `sinfo` ({problem}); start the local one with "
-                   "`launch/local_slurm.sh start` and `eval \"$(launch/local_slurm.sh env)\"`")
+        message = (
+            f"no SLURM cluster answers `sinfo` ({problem}); start the local one with "
+            '`launch/local_slurm.sh start` and `eval "$(launch/local_slurm.sh env)"`'
+        )
         if os.environ.get("RADAM_REPRO_REQUIRE_SLURM"):
             pytest.fail(message)
         pytest.skip(message)
@@ -112,8 +137,13 @@ def slurm(slurm_env):
 
 def sacct_states(job_id: str) -> list[str]:
     """Every record of the job in accounting (-D: including the runs before a requeue), oldest first."""
-    out = subprocess.run(["sacct", "-D", "-X", "-n", "-P", "-j", job_id, "-o", "State"],
-                         capture_output=True, text=True, check=True, timeout=30).stdout
+    out = subprocess.run(
+        ["sacct", "-D", "-X", "-n", "-P", "-j", job_id, "-o", "State"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
     return out.split()
 
 

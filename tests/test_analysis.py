@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from conftest import PAPER_RT_TABLE
+
 from radam_repro.analysis import variance as V
 from radam_repro.analysis.__main__ import main as analysis_main
 from radam_repro.optim.rectification import hilton_multiplier

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from conftest import ROOT, data_root
 
 PAPER_VARIANTS = ["adam", "adam_warmup", "adam_2k", "adam_eps", "radam", "radam_simple"]
@@ -21,8 +20,15 @@ HIST_STEPS = [1, 5, 10, 25]
 
 
 def cifar_overrides(cifar_dir: Path, steps: int = 30) -> list[str]:
-    return [f"task.data_dir={cifar_dir}", "task.check_integrity=false", "task.train_subset=640", "task.batch_size=64",
-            f"trainer.max_steps={steps}", "trainer.log_every=10", "trainer.eval_every=20"]
+    return [
+        f"task.data_dir={cifar_dir}",
+        "task.check_integrity=false",
+        "task.train_subset=640",
+        "task.batch_size=64",
+        f"trainer.max_steps={steps}",
+        "trainer.log_every=10",
+        "trainer.eval_every=20",
+    ]
 
 
 def run_folders(runs: Path) -> list[Path]:
@@ -39,8 +45,14 @@ def test_six_paper_variants_multirun_write_complete_run_folders(cli, cifar_dir, 
     recipe = tmp_path / "extra_configs" / "recipe" / "cifar10_adam_2k.yaml"
     recipe.parent.mkdir(parents=True)
     recipe.write_text("# @package _global_\noptimizer:\n  freeze_steps: 8\n")
-    cli("-m", f"optimizer={','.join(PAPER_VARIANTS)}", "optimizer.warmup.steps=10",
-        f"hydra.searchpath=[file://{recipe.parents[1]}]", *cifar_overrides(cifar_dir), timeout=900)
+    cli(
+        "-m",
+        f"optimizer={','.join(PAPER_VARIANTS)}",
+        "optimizer.warmup.steps=10",
+        f"hydra.searchpath=[file://{recipe.parents[1]}]",
+        *cifar_overrides(cifar_dir),
+        timeout=900,
+    )
     runs = run_folders(cli.runs)
     assert len(runs) == len(PAPER_VARIANTS)
     seen = set()
@@ -62,7 +74,9 @@ def test_six_paper_variants_multirun_write_complete_run_folders(cli, cifar_dir, 
         assert [int(p.stem.split("_")[1]) for p in hist_files] == HIST_STEPS
         record = json.loads(hist_files[-1].read_text())
         grad_hist = record["hist"]["log_abs_grad"]
-        n_params = sum(p.numel() for p in __import__("radam_repro.models.resnet_cifar", fromlist=["x"]).CifarResNet().parameters())
+        n_params = sum(
+            p.numel() for p in __import__("radam_repro.models.resnet_cifar", fromlist=["x"]).CifarResNet().parameters()
+        )
         assert sum(grad_hist["counts"]) == n_params and len(grad_hist["edges"]) == len(grad_hist["counts"]) + 1
         assert record["adaptive_lr_var"] and all(v >= 0 for v in record["adaptive_lr_var"].values())
         multipliers = {r["step"]: r["multiplier"] for r in read_metrics(run) if "adaptive_lr/var_mean" in r}
@@ -77,13 +91,24 @@ def test_six_paper_variants_multirun_write_complete_run_folders(cli, cifar_dir, 
 def test_kill_and_resume_is_bit_identical(tmp_path, cifar_dir, sig):
     """SIGKILL: resume from the last periodic checkpoint. SIGTERM (SLURM's preemption notice): the loop
     checkpoints at the next step boundary and exits; the rerun resumes from there."""
-    args = [*cifar_overrides(cifar_dir, steps=40), "optimizer=radam", "trainer.checkpoint_every=5", "trainer.eval_every=15"]
+    args = [
+        *cifar_overrides(cifar_dir, steps=40),
+        "optimizer=radam",
+        "trainer.checkpoint_every=5",
+        "trainer.eval_every=15",
+    ]
     env = {**os.environ, "RADAM_REPRO_DATA": str(data_root()), "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
     cmd = [sys.executable, "-m", "radam_repro", *args, "trainer.threads=1", "trainer.progress=false"]
 
     subprocess.run(cmd, cwd=ROOT, env={**env, "RADAM_REPRO_RUNS": str(tmp_path / "a")}, check=True, capture_output=True)
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**env, "RADAM_REPRO_RUNS": str(tmp_path / "b")},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env={**env, "RADAM_REPRO_RUNS": str(tmp_path / "b")},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if any(int(p.stem.split("_")[1]) >= 15 for p in (tmp_path / "b").rglob("step_*.pt")):
@@ -96,8 +121,9 @@ def test_kill_and_resume_is_bit_identical(tmp_path, cifar_dir, sig):
         assert proc.returncode == 1 and "stopped after SIGTERM; the checkpoint is saved" in stderr
     (run_b,) = run_folders(tmp_path / "b")
     assert json.loads((run_b / "summary.json").read_text())["status"] == "running"
-    resumed = subprocess.run(cmd, cwd=ROOT, env={**env, "RADAM_REPRO_RUNS": str(tmp_path / "b")}, check=True,
-                             capture_output=True, text=True)
+    resumed = subprocess.run(
+        cmd, cwd=ROOT, env={**env, "RADAM_REPRO_RUNS": str(tmp_path / "b")}, check=True, capture_output=True, text=True
+    )
     assert "resuming" in resumed.stdout
     (run_a,) = run_folders(tmp_path / "a")
     final_a = torch.load(run_a / "checkpoints" / "latest.pt", weights_only=True)
@@ -107,8 +133,11 @@ def test_kill_and_resume_is_bit_identical(tmp_path, cifar_dir, sig):
         assert torch.equal(value, final_b["model"][key]), key
     steps_b = [r["step"] for r in read_metrics(run_b) if r["split"] == "train" and "loss" in r]
     assert steps_b == [10, 20, 30, 40]  # replayed points are not duplicated
-    logged = lambda run: [{k: r[k] for k in ("step", "loss", "acc", "lr", "multiplier")}  # noqa: E731
-                          for r in read_metrics(run) if r["split"] == "train" and "loss" in r]
+    logged = lambda run: [
+        {k: r[k] for k in ("step", "loss", "acc", "lr", "multiplier")}  # noqa: E731
+        for r in read_metrics(run)
+        if r["split"] == "train" and "loss" in r
+    ]
     assert logged(run_b) == logged(run_a)  # the interval cut by the checkpoint is logged as if never cut
     assert json.loads((run_b / "meta.json").read_text())["resumed_from_step"] >= 15
 
@@ -125,8 +154,14 @@ def test_forced_divergence_is_a_recorded_result(cli, cifar_dir):
 
 
 def test_wandb_offline_run_directory_appears(cli, cifar_dir):
-    cli("optimizer=radam", "logger=wandb", "logger.mode=offline", "group=wandb_check", "seed=3",
-        *cifar_overrides(cifar_dir, steps=10))
+    cli(
+        "optimizer=radam",
+        "logger=wandb",
+        "logger.mode=offline",
+        "group=wandb_check",
+        "seed=3",
+        *cifar_overrides(cifar_dir, steps=10),
+    )
     (run,) = run_folders(cli.runs)
     assert run.parent.name == "wandb_check"
     (offline,) = list((cli.runs / "wandb_home" / "wandb").glob("offline-run-*"))  # WANDB_DIR (conftest) is honoured
@@ -150,7 +185,11 @@ def test_wandb_offline_run_directory_appears(cli, cifar_dir):
     ],
 )
 def test_bad_input_fails_early_with_a_message_naming_problem_and_fix(cli, cifar_dir, overrides, expected):
-    base = [] if any(o.startswith("task.data_dir") for o in overrides) else [f"task.data_dir={cifar_dir}", "task.check_integrity=false"]
+    base = (
+        []
+        if any(o.startswith("task.data_dir") for o in overrides)
+        else [f"task.data_dir={cifar_dir}", "task.check_integrity=false"]
+    )
     proc = cli(*base, "trainer.max_steps=2", *overrides, check=False)
     assert proc.returncode != 0
     for text in expected:
@@ -176,8 +215,14 @@ def test_two_runs_never_share_a_folder(tmp_path):
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_runs_on_cpu(cli, precision):
-    cli("task=nmt_synthetic", "optimizer=radam", "task.model.layers=1", f"trainer.precision={precision}",
-        "trainer.max_steps=12", "trainer.log_every=4")
+    cli(
+        "task=nmt_synthetic",
+        "optimizer=radam",
+        "task.model.layers=1",
+        f"trainer.precision={precision}",
+        "trainer.max_steps=12",
+        "trainer.log_every=4",
+    )
     (run,) = run_folders(cli.runs)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["final"]["valid/loss"] < 4.0
@@ -186,8 +231,15 @@ def test_mixed_precision_runs_on_cpu(cli, precision):
 
 @pytest.mark.slow
 def test_torch_compile_option_trains(cli):
-    cli("task=nmt_synthetic", "optimizer=radam", "task.model.layers=1", "trainer.compile=true",
-        "trainer.max_steps=6", "trainer.log_every=3", timeout=900)
+    cli(
+        "task=nmt_synthetic",
+        "optimizer=radam",
+        "task.model.layers=1",
+        "trainer.compile=true",
+        "trainer.max_steps=6",
+        "trainer.log_every=3",
+        timeout=900,
+    )
     (run,) = run_folders(cli.runs)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["step"] == 6

@@ -18,11 +18,18 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
 from conftest import ROOT, data_root, run_cli
 
-SMALL = ["task=nmt_synthetic", "optimizer=radam", "task.model.layers=1", "trainer.max_steps=20", "trainer.log_every=4",
-         "trainer.eval_every=10", "trainer.checkpoint_every=10", "trainer.keep_checkpoints=2"]
+SMALL = [
+    "task=nmt_synthetic",
+    "optimizer=radam",
+    "task.model.layers=1",
+    "trainer.max_steps=20",
+    "trainer.log_every=4",
+    "trainer.eval_every=10",
+    "trainer.checkpoint_every=10",
+    "trainer.keep_checkpoints=2",
+]
 DDP = ["trainer.devices=2", "trainer.device=cpu"]
 TOKENS_PER_BATCH = 64 * 13  # batch_size sentences of length + </s> target tokens
 
@@ -66,8 +73,11 @@ def assert_same_training(single: Path, ddp: Path) -> None:
             # row's scores), so its gradient is rounding noise that Adam turns into steps of lr·g/eps:
             # it differs between any two summation orders. Query and value biases must agree.
             d = len(value) // 3
-            torch.testing.assert_close(weights_2[name][d:2 * d], value[d:2 * d], rtol=0, atol=1e-3)
-            value, other = torch.cat([value[:d], value[2 * d:]]), torch.cat([weights_2[name][:d], weights_2[name][2 * d:]])
+            torch.testing.assert_close(weights_2[name][d : 2 * d], value[d : 2 * d], rtol=0, atol=1e-3)
+            value, other = (
+                torch.cat([value[:d], value[2 * d :]]),
+                torch.cat([weights_2[name][:d], weights_2[name][2 * d :]]),
+            )
         else:
             other = weights_2[name]
         torch.testing.assert_close(other, value, rtol=1e-5, atol=1e-6, msg=name)
@@ -102,10 +112,27 @@ def test_two_spawned_processes_train_as_one_process_on_the_same_global_batch(sin
 
 def test_torchrun_launch_trains_the_same(tmp_path, single):
     runs = tmp_path / "runs"
-    env = {**os.environ, "RADAM_REPRO_RUNS": str(runs), "RADAM_REPRO_DATA": str(data_root()), "OMP_NUM_THREADS": "1",
-           "HYDRA_FULL_ERROR": "1", "TQDM_DISABLE": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "radam_repro",
-           *SMALL, "trainer.device=cpu", "trainer.threads=1", "trainer.progress=false"]
+    env = {
+        **os.environ,
+        "RADAM_REPRO_RUNS": str(runs),
+        "RADAM_REPRO_DATA": str(data_root()),
+        "OMP_NUM_THREADS": "1",
+        "HYDRA_FULL_ERROR": "1",
+        "TQDM_DISABLE": "1",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "radam_repro",
+        *SMALL,
+        "trainer.device=cpu",
+        "trainer.threads=1",
+        "trainer.progress=false",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-5000:]
     run = run_folder(runs)
@@ -138,15 +165,29 @@ def test_resuming_with_another_process_count_names_the_fix(tmp_path, ddp):
 
 def test_nmt_shards_give_the_global_gradient_even_when_uneven():
     """Token-count normalisation: 5 sentences of different lengths over 2 ranks, mean of the shard gradients."""
-    from radam_repro.data.bilingual import PAD
-    from radam_repro.tasks.translation import TranslationTask, build_transformer, shard_sentences
     from omegaconf import OmegaConf
 
+    from radam_repro.data.bilingual import PAD
+    from radam_repro.tasks.translation import TranslationTask, build_transformer, shard_sentences
+
     torch.manual_seed(0)
-    arch = OmegaConf.create({"layers": 1, "encoder_layers": 1, "decoder_layers": 1, "d_model": 16, "ffn_dim": 32,
-                             "heads": 2, "dropout": 0.0, "attention_dropout": 0.0, "activation_dropout": 0.0,
-                             "pre_norm": False, "share_decoder_input_output_embed": False,
-                             "share_all_embeddings": False, "max_positions": 64})
+    arch = OmegaConf.create(
+        {
+            "layers": 1,
+            "encoder_layers": 1,
+            "decoder_layers": 1,
+            "d_model": 16,
+            "ffn_dim": 32,
+            "heads": 2,
+            "dropout": 0.0,
+            "attention_dropout": 0.0,
+            "activation_dropout": 0.0,
+            "pre_norm": False,
+            "share_decoder_input_output_embed": False,
+            "share_all_embeddings": False,
+            "max_positions": 64,
+        }
+    )
     model = build_transformer(arch, 20, 20).double()
     task = SimpleNamespace(cfg=SimpleNamespace(label_smoothing=0.1), token_accuracy=False)
     lengths = [7, 3, 5, 2, 6]
@@ -154,8 +195,12 @@ def test_nmt_shards_give_the_global_gradient_even_when_uneven():
     for i, n in enumerate(lengths):
         target[i, :n] = torch.randint(4, 20, (n,))
     src = torch.randint(4, 20, (5, 6))
-    batch = {"src_tokens": src, "prev_output_tokens": target.roll(1, 1), "target": target,
-             "ntokens": target.ne(PAD).sum()}
+    batch = {
+        "src_tokens": src,
+        "prev_output_tokens": target.roll(1, 1),
+        "target": target,
+        "ntokens": target.ne(PAD).sum(),
+    }
 
     def gradient(b: dict) -> torch.Tensor:
         model.zero_grad()

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import data_root
 
 
 @pytest.fixture(scope="module")
 def heldout_shard():
-    path = (data_root() / "lm1b/1-billion-word-language-modeling-benchmark-r13output/heldout-monolingual.tokenized.shuffled"
-            / "news.en.heldout-00000-of-00050")
+    path = (
+        data_root()
+        / "lm1b/1-billion-word-language-modeling-benchmark-r13output/heldout-monolingual.tokenized.shuffled"
+        / "news.en.heldout-00000-of-00050"
+    )
     if not path.is_file():
         pytest.skip(f"staged One-Billion-Word shard not found at {path}")
     return path

@@ -83,7 +83,9 @@ def test_encoded_shard_is_an_int32_memory_map_of_the_text(shard, tmp_path):
     vocab = cached_vocabulary([TextFile(shard)], threshold=3, cache_dir=tmp_path)
     tokens = encoded(TextFile(shard), vocab, tmp_path)
     assert isinstance(tokens, np.memmap) and tokens.dtype == np.int32
-    expected = [vocab.index.get(w, vocab.unk) for line in shard.read_text("utf-8").splitlines() for w in line.split() + [EOS]]
+    expected = [
+        vocab.index.get(w, vocab.unk) for line in shard.read_text("utf-8").splitlines() for w in line.split() + [EOS]
+    ]
     np.testing.assert_array_equal(tokens, expected)
     assert len(list(tmp_path.glob(f"tokens-{vocab.digest}/{shard.name}-*.npy"))) == 1
 
@@ -149,8 +151,10 @@ def test_stream_resumes_mid_epoch_at_the_same_batch(shard, tmp_path):
     for start in (1, boundary - 1, boundary, boundary + 2, len(full) - 1):
         resumed = list(stream.batches(epoch=4, start=start))
         assert [b.index for b in resumed] == list(range(start, len(full)))
-        assert all(a.reset == b.reset and a.inputs.equal(b.inputs) and a.targets.equal(b.targets)
-                   for a, b in zip(resumed, full[start:]))
+        assert all(
+            a.reset == b.reset and a.inputs.equal(b.inputs) and a.targets.equal(b.targets)
+            for a, b in zip(resumed, full[start:])
+        )
 
 
 def test_unigram_perplexity_formula():
@@ -183,10 +187,15 @@ def test_missing_shard_folder_names_the_layout_and_the_prepare_script(lm1b_dir, 
         open_corpus(missing, {"train": [LM1B_TRAIN]})
 
 
-@pytest.mark.parametrize("content, problem", [
-    (b"", "empty shard"), (b"\n  \n\t\n", "empty shard"),
-    (b"some words\x00\x01\x02 here\n", "NUL bytes"), (b"caf\xe9 au lait\n", "not valid UTF-8"),
-])
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        (b"", "empty shard"),
+        (b"\n  \n\t\n", "empty shard"),
+        (b"some words\x00\x01\x02 here\n", "NUL bytes"),
+        (b"caf\xe9 au lait\n", "not valid UTF-8"),
+    ],
+)
 def test_empty_or_binary_shards_are_refused(tmp_path, content, problem):
     (tmp_path / "shard").write_bytes(content)
     with pytest.raises(ValueError, match=rf"shard.*{problem}"):

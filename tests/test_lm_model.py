@@ -29,7 +29,9 @@ def dense_log_probs(softmax: torch.nn.AdaptiveLogSoftmaxWithLoss, features: torc
 def test_adaptive_softmax_loss_equals_a_dense_log_softmax():
     torch.manual_seed(0)
     vocab, bptt, batch = 50, 6, 3
-    model = LSTMLanguageModel(vocab, embedding_dim=8, hidden_size=16, num_layers=2, cutoffs=[10, 30, 4000]).double().eval()
+    model = (
+        LSTMLanguageModel(vocab, embedding_dim=8, hidden_size=16, num_layers=2, cutoffs=[10, 30, 4000]).double().eval()
+    )
     assert model.softmax.cutoffs == [10, 30, 50]  # the cutoff beyond the vocabulary is dropped
     assert [first.out_features for first, _ in model.softmax.tail] == [4, 1]  # 16 // 4**(i+1), as the official code
     inputs, targets = torch.randint(vocab, (bptt, batch)), torch.randint(vocab, (bptt, batch))
@@ -79,10 +81,21 @@ def test_paper_architecture_on_the_full_vocabulary():
     vocab = 793_471  # 1B words with count > 3, plus <unk> and <eos>
     with torch.device("meta"):
         model = LSTMLanguageModel(vocab)
-    assert (model.lstm.num_layers, model.lstm.hidden_size, model.lstm.input_size, model.lstm.dropout) == (2, 2048, 300, 0.1)
+    assert (model.lstm.num_layers, model.lstm.hidden_size, model.lstm.input_size, model.lstm.dropout) == (
+        2,
+        2048,
+        300,
+        0.1,
+    )
     assert model.dropout.p == 0.1 and model.softmax.cutoffs == [4000, 40000, 200000, vocab]
     assert [tuple(lin.weight.shape) for pair in model.softmax.tail for lin in pair] == [
-        (512, 2048), (36000, 512), (128, 2048), (160000, 128), (32, 2048), (vocab - 200000, 32)]
+        (512, 2048),
+        (36000, 512),
+        (128, 2048),
+        (160000, 128),
+        (32, 2048),
+        (vocab - 200000, 32),
+    ]
     assert tuple(model.softmax.head.weight.shape) == (4003, 2048)
 
 

@@ -22,7 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def data_root(shared_data) -> Path:
     """The staged data folder, skipping if its One-Billion-Word held-out shard is absent."""
-    staged = shared_data / "lm1b/1-billion-word-language-modeling-benchmark-r13output/heldout-monolingual.tokenized.shuffled"
+    staged = (
+        shared_data / "lm1b/1-billion-word-language-modeling-benchmark-r13output/heldout-monolingual.tokenized.shuffled"
+    )
     if not staged.is_dir():
         pytest.skip(f"staged One-Billion-Word held-out shard not found under {staged}")
     return shared_data
@@ -35,7 +37,9 @@ def cache(tmp_path_factory) -> Path:
 
 def task_config(name: str, data_root: Path, cache: Path, **overrides):
     """configs/task/<name>.yaml resolved as the primary config would (data_root = the staged data)."""
-    root = OmegaConf.merge({"data_root": str(data_root)}, OmegaConf.load(REPO / f"radam_repro/configs/task/{name}.yaml"))
+    root = OmegaConf.merge(
+        {"data_root": str(data_root)}, OmegaConf.load(REPO / f"radam_repro/configs/task/{name}.yaml")
+    )
     root.task.cache_dir = str(cache)
     root.merge_with_dotlist([f"task.{k}={v}" for k, v in overrides.items()])
     return root.task
@@ -63,19 +67,37 @@ def train(task, optimizer, epoch, start, steps):
 def test_lm1b_recipe(data_root, cache):
     """The paper's recipe on the staged shard (train_files overridden; model shrunk to keep the test fast)."""
     shard = "heldout-monolingual.tokenized.shuffled/news.en.heldout-00000-of-00050"
-    cfg = task_config("lm1b", data_root, cache, train_files=f"[{shard}]", valid_files=f"[{shard}]",
-                      **{"model.hidden_size": 32, "model.embedding_dim": 16})
+    cfg = task_config(
+        "lm1b",
+        data_root,
+        cache,
+        train_files=f"[{shard}]",
+        valid_files=f"[{shard}]",
+        **{"model.hidden_size": 32, "model.embedding_dim": 16},
+    )
     task = build(cfg, seed=0, device=torch.device("cpu"))
     assert task.steps_per_epoch == (159_658 - 1) // (128 * 20) == 62
     assert task.total_steps == 14 * 62 and task.clip_norm == 5.0
     assert (task.decay.kind, task.decay.milestones, task.decay.gamma) == ("step", [9 * 62], 0.1)
-    assert (task.model.lstm.num_layers, task.model.lstm.dropout, task.model.softmax.cutoffs) == (2, 0.1, [4000, len(task.vocab)])
-    assert OmegaConf.to_container(cfg.model) == {"embedding_dim": 16, "hidden_size": 32, "num_layers": 2, "dropout": 0.1,
-                                                 "cutoffs": [4000, 40000, 200000], "div_value": 4.0}
+    assert (task.model.lstm.num_layers, task.model.lstm.dropout, task.model.softmax.cutoffs) == (
+        2,
+        0.1,
+        [4000, len(task.vocab)],
+    )
+    assert OmegaConf.to_container(cfg.model) == {
+        "embedding_dim": 16,
+        "hidden_size": 32,
+        "num_layers": 2,
+        "dropout": 0.1,
+        "cutoffs": [4000, 40000, 200000],
+        "div_value": 4.0,
+    }
 
 
 def test_lm1b_without_training_shards_says_where_it_looked(data_root, cache):
-    with pytest.raises(FileNotFoundError, match=r"no train files match 'training-monolingual.*r13output.*prepare_lm1b\.sh"):
+    with pytest.raises(
+        FileNotFoundError, match=r"no train files match 'training-monolingual.*r13output.*prepare_lm1b\.sh"
+    ):
         build(task_config("lm1b", data_root, cache), seed=0, device=torch.device("cpu"))
 
 
@@ -126,7 +148,7 @@ def test_hidden_state_carries_between_batches_and_resets_at_a_shard_start(data_r
     loss_second, _ = task.loss(task.model, second)
     with torch.no_grad():  # both windows as one sequence: the second window's NLL must match
         log_probs, _ = task.model(torch.cat([first.inputs, second.inputs]), torch.cat([first.targets, second.targets]))
-    assert loss_second.item() == pytest.approx(-log_probs[len(first.inputs):].mean().item(), rel=1e-5)
+    assert loss_second.item() == pytest.approx(-log_probs[len(first.inputs) :].mean().item(), rel=1e-5)
     task.hidden = tuple(torch.randn_like(h) for h in task.hidden)
     assert task.loss(task.model, first)[0].item() == loss_first.item()  # a shard start ignores the carried state
 
@@ -138,8 +160,15 @@ def test_resume_mid_epoch_continues_the_same_stream_and_hidden_state(data_root, 
     optimizer = torch.optim.Adam(task.model.parameters(), lr=1e-3)
     train(task, optimizer, epoch=1, start=0, steps=7)
     buffer = io.BytesIO()
-    torch.save({"task": task.state_dict(), "model": task.model.state_dict(), "opt": optimizer.state_dict(),
-                "rng": torch.get_rng_state()}, buffer)
+    torch.save(
+        {
+            "task": task.state_dict(),
+            "model": task.model.state_dict(),
+            "opt": optimizer.state_dict(),
+            "rng": torch.get_rng_state(),
+        },
+        buffer,
+    )
     assert task.state_dict()["position"] == (1, 6) and task.state_dict()["hidden"][0].shape == (1, 8, 32)
     expected = train(task, optimizer, epoch=1, start=7, steps=5)
     expected_hidden = task.hidden

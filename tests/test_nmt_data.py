@@ -95,8 +95,15 @@ def test_token_batches_respect_max_tokens_and_cover_every_sentence(iwslt_data):
 
 
 def nmt_task(iwslt: Path, tmp_path: Path, seed: int):
-    cfg = OmegaConf.create({"name": "nmt", "data_dir": str(iwslt), "train_split": "valid", "cache_dir": str(tmp_path),
-                            "model": {"layers": 1, "d_model": 16, "ffn_dim": 32, "heads": 2}})
+    cfg = OmegaConf.create(
+        {
+            "name": "nmt",
+            "data_dir": str(iwslt),
+            "train_split": "valid",
+            "cache_dir": str(tmp_path),
+            "model": {"layers": 1, "d_model": 16, "ffn_dim": 32, "heads": 2},
+        }
+    )
     return build(cfg, seed=seed, device=CPU)
 
 
@@ -156,8 +163,15 @@ def test_multi30k_joint_bpe_is_learned_once_reversible_and_trains(shared_data, t
     assert (folder / "code").stat().st_mtime_ns == stamp
 
     # task=nmt_multi30k on the cached BPE: a few Adam steps of a tiny model lower the validation loss
-    cfg = OmegaConf.create({"name": "nmt_multi30k", "data_dir": str(tok), "cache_dir": str(tmp_path), "bpe_merges": 300,
-                            "model": {"layers": 1, "d_model": 32, "ffn_dim": 64, "heads": 2, "dropout": 0.0}})
+    cfg = OmegaConf.create(
+        {
+            "name": "nmt_multi30k",
+            "data_dir": str(tok),
+            "cache_dir": str(tmp_path),
+            "bpe_merges": 300,
+            "model": {"layers": 1, "d_model": 32, "ffn_dim": 64, "heads": 2, "dropout": 0.0},
+        }
+    )
     torch.manual_seed(0)
     task = build(cfg, seed=1, device=CPU)
     before = task.evaluate(task.model)["valid/loss"]

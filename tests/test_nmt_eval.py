@@ -23,7 +23,18 @@ PAD, EOS = 1, 2
 def toy_model(tgt_vocab: int, sharpness: float = 8.0) -> Transformer:
     """A random tiny Transformer whose output distributions are peaked enough to differ between sentences."""
     torch.manual_seed(0)
-    model = Transformer(TransformerConfig(src_vocab_size=40, tgt_vocab_size=tgt_vocab, d_model=32, ffn_dim=64, heads=4, encoder_layers=2, decoder_layers=2, dropout=0.0))
+    model = Transformer(
+        TransformerConfig(
+            src_vocab_size=40,
+            tgt_vocab_size=tgt_vocab,
+            d_model=32,
+            ffn_dim=64,
+            heads=4,
+            encoder_layers=2,
+            decoder_layers=2,
+            dropout=0.0,
+        )
+    )
     with torch.no_grad():
         model.output_projection.mul_(sharpness)
     return model.eval()
@@ -130,8 +141,16 @@ def test_final_evaluation_averages_the_last_checkpoints_and_scores_bleu(shared_d
     data.mkdir()
     write_corpus(data, iwslt, 24)
     model_cfg = {"layers": 1, "d_model": 16, "ffn_dim": 32, "heads": 2, "dropout": 0.0}
-    cfg = OmegaConf.create({"name": "nmt", "data_dir": str(data), "cache_dir": str(tmp_path / "cache"), "average_last": 2,
-                            "max_len_b": 5, "model": model_cfg})
+    cfg = OmegaConf.create(
+        {
+            "name": "nmt",
+            "data_dir": str(data),
+            "cache_dir": str(tmp_path / "cache"),
+            "average_last": 2,
+            "max_len_b": 5,
+            "model": model_cfg,
+        }
+    )
     task = build(cfg, seed=1, device=torch.device("cpu"))
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
@@ -151,5 +170,7 @@ def test_final_evaluation_averages_the_last_checkpoints_and_scores_bleu(shared_d
     last = type(task.model)(task.model.cfg)
     last.load_state_dict(states[2])
     assert task.translate(last, "test") != hypotheses  # the average, not the last checkpoint, was decoded
-    references = [(line + " ").replace("@@ ", "").rstrip() for line in (data / "test.en").read_text(encoding="utf-8").splitlines()]
+    references = [
+        (line + " ").replace("@@ ", "").rstrip() for line in (data / "test.en").read_text(encoding="utf-8").splitlines()
+    ]
     assert result["test/bleu"] == pytest.approx(tokenized_bleu(hypotheses, references))

@@ -17,7 +17,17 @@ PAD = 1
 
 def tiny(pre_norm: bool = False, **kwargs) -> Transformer:
     torch.manual_seed(0)
-    cfg = TransformerConfig(src_vocab_size=40, tgt_vocab_size=50, d_model=32, ffn_dim=64, heads=4, encoder_layers=2, decoder_layers=2, pre_norm=pre_norm, **kwargs)
+    cfg = TransformerConfig(
+        src_vocab_size=40,
+        tgt_vocab_size=50,
+        d_model=32,
+        ffn_dim=64,
+        heads=4,
+        encoder_layers=2,
+        decoder_layers=2,
+        pre_norm=pre_norm,
+        **kwargs,
+    )
     return Transformer(cfg).eval()
 
 
@@ -49,7 +59,9 @@ def test_iwslt_parameter_count_matches_fairseq():
     8848·512 + 6632·512, six encoder layers of 4·512²+4·512 (attention) + 2·512·1024+1024+512 (FFN) + 2·2·512
     (LayerNorms) = 2,102,784 and six decoder layers with a second attention and LayerNorm = 3,154,432:
     39,469,056 with --share-decoder-input-output-embed, one 6632 x 512 output matrix more without."""
-    shared = Transformer(TransformerConfig(src_vocab_size=8848, tgt_vocab_size=6632, share_decoder_input_output_embed=True))
+    shared = Transformer(
+        TransformerConfig(src_vocab_size=8848, tgt_vocab_size=6632, share_decoder_input_output_embed=True)
+    )
     assert 8848 * 512 + 6632 * 512 + 6 * 2_102_784 + 6 * 3_154_432 == 39_469_056
     assert sum(p.numel() for p in shared.parameters()) == 39_469_056
     separate = Transformer(TransformerConfig(src_vocab_size=8848, tgt_vocab_size=6632))
@@ -108,7 +120,9 @@ def test_pre_norm_adds_final_layer_norms_and_post_norm_ends_normalised():
 def test_embedding_sharing():
     shared = tiny(share_decoder_input_output_embed=True)
     assert shared.output_weight is shared.decoder_embed.weight
-    joint = Transformer(TransformerConfig(src_vocab_size=40, tgt_vocab_size=40, d_model=32, ffn_dim=64, share_all_embeddings=True))
+    joint = Transformer(
+        TransformerConfig(src_vocab_size=40, tgt_vocab_size=40, d_model=32, ffn_dim=64, share_all_embeddings=True)
+    )
     assert joint.encoder_embed is joint.decoder_embed and joint.output_weight is joint.decoder_embed.weight
     with pytest.raises(ValueError, match="joined dictionary"):
         Transformer(TransformerConfig(src_vocab_size=40, tgt_vocab_size=50, share_all_embeddings=True))

@@ -25,8 +25,19 @@ def test_devtest_tokenisation_reproduces_the_moses_output_line_by_line(staged, t
     """The script on the staged XML dev/test files vs the staged prepare-iwslt14.sh (Moses perl) output."""
     reference = staged / "iwslt14.tokenized.de-en" / "tmp"
     proc = subprocess.run(
-        ["bash", "launch/prepare_iwslt14.sh", str(staged / "orig" / "de-en"), str(tmp_path), "--devtest-only", "--compare", str(reference)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            "bash",
+            "launch/prepare_iwslt14.sh",
+            str(staged / "orig" / "de-en"),
+            str(tmp_path),
+            "--devtest-only",
+            "--compare",
+            str(reference),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     for lang in ("de", "en"):
@@ -35,7 +46,9 @@ def test_devtest_tokenisation_reproduces_the_moses_output_line_by_line(staged, t
         identical = sum(a == b for a, b in zip(ours, theirs))
         assert identical == 6750, f"test.{lang}: {identical}/6750 lines identical"
         for name in TEST_SETS:
-            assert read_lines(tmp_path / "tmp" / f"{name}.de-en.{lang}") == read_lines(reference / f"{name}.de-en.{lang}")
+            assert read_lines(tmp_path / "tmp" / f"{name}.de-en.{lang}") == read_lines(
+                reference / f"{name}.de-en.{lang}"
+            )
     assert "test.en: 6750/6750 lines identical" in proc.stdout
 
 
@@ -57,8 +70,14 @@ def test_clean_corpus_applies_length_and_ratio_limits():
 
 def write_train_tags(path: Path, title: str, description: str, segments: list[str]) -> None:
     """A train.tags file as de-en.tgz ships it: talk metadata lines around plain-text lines."""
-    lines = ["<url>http://www.ted.com/talks/x.html</url>", "<keywords>talks</keywords>", "<talkid>1</talkid>",
-             f"<title>{title}</title>", f"<description>{description}</description>", *segments]
+    lines = [
+        "<url>http://www.ted.com/talks/x.html</url>",
+        "<keywords>talks</keywords>",
+        "<talkid>1</talkid>",
+        f"<title>{title}</title>",
+        f"<description>{description}</description>",
+        *segments,
+    ]
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
 
@@ -92,5 +111,7 @@ def test_full_pipeline_on_train_tags(staged, tmp_path):
     assert sum(1 for line in read_lines(out / "code") if not line.startswith("#")) == 200
     for split in ("train", "valid", "test"):
         for lang in ("de", "en"):
-            assert [remove_bpe(line) for line in read_lines(out / f"{split}.{lang}")] == read_lines(tmp / f"{split}.{lang}")
+            assert [remove_bpe(line) for line in read_lines(out / f"{split}.{lang}")] == read_lines(
+                tmp / f"{split}.{lang}"
+            )
     assert len(read_lines(out / "test.en")) == 6750

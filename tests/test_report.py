@@ -46,14 +46,24 @@ def write_run(
     """A run folder as train.py writes it; ``status=None`` leaves summary.json out (a killed run)."""
     run = RunDir(folder)
     config = {
-        "optimizer": {"name": variant, "algorithm": "adam_2k" if freeze_steps else variant, "lr": lr,
-                      "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0, "threshold": 5.0,
-                      "freeze_steps": freeze_steps,
-                      "warmup": {"kind": "linear" if warmup_steps else "none", "steps": warmup_steps, "init_lr": 0.0}},
+        "optimizer": {
+            "name": variant,
+            "algorithm": "adam_2k" if freeze_steps else variant,
+            "lr": lr,
+            "betas": [0.9, 0.999],
+            "eps": 1e-8,
+            "weight_decay": 0.0,
+            "threshold": 5.0,
+            "freeze_steps": freeze_steps,
+            "warmup": {"kind": "linear" if warmup_steps else "none", "steps": warmup_steps, "init_lr": 0.0},
+        },
         "task": {"name": task, "data_dir": data_dir, "batch_size": 128},
         "trainer": {"max_steps": steps, "device": "cpu", "log_every": 10, "threads": 1},
         "logger": {"kind": "local", "mode": "offline"},
-        "seed": seed, "experiment": "synthetic", "data_root": "/data", "run_root": str(folder.parent),
+        "seed": seed,
+        "experiment": "synthetic",
+        "data_root": "/data",
+        "run_root": str(folder.parent),
     }
     run.write_config(OmegaConf.create(config))
     run.write_json("meta.json", {"seed": seed, "device": "cpu"})
@@ -63,16 +73,41 @@ def write_run(
     rows = []
     for step in range(10, steps + 1, 10):
         loss = 2.3 * math.exp(-step / (60 * scale)) + 0.3 + effect + 0.02 * rng.standard_normal()
-        rows.append({"step": step, "epoch": step / 100, "split": "train", "loss": loss, "lr": lr,
-                     "multiplier": min(1.0, step / 100), "steps_per_s": 50.0, "grad_norm": 1.0, "acc": 1 - loss / 3})
+        rows.append(
+            {
+                "step": step,
+                "epoch": step / 100,
+                "split": "train",
+                "loss": loss,
+                "lr": lr,
+                "multiplier": min(1.0, step / 100),
+                "steps_per_s": 50.0,
+                "grad_norm": 1.0,
+                "acc": 1 - loss / 3,
+            }
+        )
     for step in HISTOGRAM_STEPS:
         if step <= steps:
-            rows.append({"step": step, "epoch": step / 100, "split": "train", "multiplier": min(1.0, step / 100),
-                         "adaptive_lr/var_mean": 1e3 / step**1.5, "adaptive_lr/log10_var_mean": 3 - 1.5 * math.log10(step)})
+            rows.append(
+                {
+                    "step": step,
+                    "epoch": step / 100,
+                    "split": "train",
+                    "multiplier": min(1.0, step / 100),
+                    "adaptive_lr/var_mean": 1e3 / step**1.5,
+                    "adaptive_lr/log10_var_mean": 3 - 1.5 * math.log10(step),
+                }
+            )
             edges = np.linspace(-21, 5, 105)
             counts = np.histogram(rng.normal(-8 + step / 50 - 5 * effect, 1.5 + 3 / step + effect, 5000), bins=edges)[0]
-            run.write_histogram(step, {"step": step, "hist": {"log_abs_grad": {"edges": edges.tolist(), "counts": counts.tolist()}},
-                                       "adaptive_lr_var": {"fc.weight": 1e3 / step**1.5}})
+            run.write_histogram(
+                step,
+                {
+                    "step": step,
+                    "hist": {"log_abs_grad": {"edges": edges.tolist(), "counts": counts.tolist()}},
+                    "adaptive_lr_var": {"fc.weight": 1e3 / step**1.5},
+                },
+            )
     for step in range(50, steps + 1, 50):
         acc = 0.9 - 0.3 * math.exp(-step / 80) - abs(math.log10(lr) + 2) * 0.02 - effect / 10
         rows.append({"step": step, "epoch": step / 100, "split": "valid", "loss": 1 - acc, "acc": acc})
@@ -80,10 +115,17 @@ def write_run(
     run.append_metrics(sorted(rows, key=lambda r: r["step"]))
     if status is not None:
         final = final if final is not None else {"test/acc": 0.88, "valid/acc": 0.89}
-        run.write_summary(status=status, step=steps, total_steps=steps, max_steps=steps, final=final,
-                          best=best if best is not None else dict(final), wall_s=1.0,
-                          error="RuntimeError: out of memory" if status == "failed" else None,
-                          diverged_step=steps if status == "diverged" else None)
+        run.write_summary(
+            status=status,
+            step=steps,
+            total_steps=steps,
+            max_steps=steps,
+            final=final,
+            best=best if best is not None else dict(final),
+            wall_s=1.0,
+            error="RuntimeError: out of memory" if status == "failed" else None,
+            diverged_step=steps if status == "diverged" else None,
+        )
     return folder
 
 
@@ -102,7 +144,13 @@ def group_of(agg, **key):
 def test_mean_and_sample_std_equal_a_hand_computation(tmp_path):
     values = [0.900, 0.910, 0.925]
     for seed, value in enumerate(values, 1):
-        write_run(tmp_path / f"radam_s{seed}", variant="radam", seed=seed, final={"test/acc": value}, best={"test/acc": value + 0.01})
+        write_run(
+            tmp_path / f"radam_s{seed}",
+            variant="radam",
+            seed=seed,
+            final={"test/acc": value},
+            best={"test/acc": value + 0.01},
+        )
     agg = aggregate(load_runs([tmp_path]))
     (group,) = agg.groups
     mean = (0.900 + 0.910 + 0.925) / 3
@@ -114,15 +162,21 @@ def test_mean_and_sample_std_equal_a_hand_computation(tmp_path):
     assert agg.keys == ["task.name", "optimizer.name"]  # seeds and paths are not grouping keys
 
     out = report_main([str(tmp_path), "--out", str(tmp_path / "report"), "--no-figures"])
-    rows = [r for r in csv.DictReader((out / "summary.csv").open()) if r["kind"] == "final" and r["metric"] == "test/acc"]
-    assert len(rows) == 1 and float(rows[0]["mean"]) == pytest.approx(mean) and float(rows[0]["std"]) == pytest.approx(std)
+    rows = [
+        r for r in csv.DictReader((out / "summary.csv").open()) if r["kind"] == "final" and r["metric"] == "test/acc"
+    ]
+    assert (
+        len(rows) == 1 and float(rows[0]["mean"]) == pytest.approx(mean) and float(rows[0]["std"]) == pytest.approx(std)
+    )
     assert f"{mean:.4g} ± {std:.4g}" in (out / "report.md").read_text()
 
 
 def test_single_seed_has_no_std(tmp_path):
     write_run(tmp_path / "one", final={"test/acc": 0.9})
     out = report_main([str(tmp_path), "--out", str(tmp_path / "report"), "--no-figures"])
-    (row,) = [r for r in csv.DictReader((out / "summary.csv").open()) if r["kind"] == "final" and r["metric"] == "test/acc"]
+    (row,) = [
+        r for r in csv.DictReader((out / "summary.csv").open()) if r["kind"] == "final" and r["metric"] == "test/acc"
+    ]
     assert row["std"] == "" and row["n"] == "1"
     assert "0.9 ± n/a" in (out / "report.md").read_text()
 
@@ -141,8 +195,16 @@ def test_failed_diverged_and_half_written_runs_are_counted_and_listed(tmp_path, 
 
     runs = load_runs([tmp_path])
     status = {r.path.name: r.status for r in runs}
-    assert status == {"s1": "completed", "s2": "completed", "s3": "diverged", "s4": "failed", "s5": "incomplete",
-                      "s6": "interrupted", "s7": "incomplete", "s8": "completed"}
+    assert status == {
+        "s1": "completed",
+        "s2": "completed",
+        "s3": "diverged",
+        "s4": "failed",
+        "s5": "incomplete",
+        "s6": "interrupted",
+        "s7": "incomplete",
+        "s8": "completed",
+    }
     s5 = next(r for r in runs if r.path.name == "s5")
     assert any("last line" in p for p in s5.problems) and any("no summary.json" in p for p in s5.problems)
     assert len(s5.rows) > 10  # the readable lines survive
@@ -150,7 +212,13 @@ def test_failed_diverged_and_half_written_runs_are_counted_and_listed(tmp_path, 
     agg = aggregate(runs)
     (group,) = agg.groups
     assert [r.path.name for r in agg.ungroupable] == ["s8"]
-    assert (len(group.runs), group.count("completed"), group.count("diverged"), group.count("failed"), group.unfinished) == (7, 2, 1, 1, 3)
+    assert (
+        len(group.runs),
+        group.count("completed"),
+        group.count("diverged"),
+        group.count("failed"),
+        group.unfinished,
+    ) == (7, 2, 1, 1, 3)
     assert group.final["test/acc"].mean == pytest.approx(0.85) and group.final["test/acc"].n == 2
 
     out = report_main([str(tmp_path), "--out", str(tmp_path / "report")])
@@ -158,7 +226,14 @@ def test_failed_diverged_and_half_written_runs_are_counted_and_listed(tmp_path, 
     assert "[report] figure" not in printed  # no figure failed on the broken runs
     assert f"incomplete {tmp_path / 's5'}" in printed
     report = (out / "report.md").read_text()
-    for name, state in [("s3", "diverged"), ("s4", "failed"), ("s5", "incomplete"), ("s6", "interrupted"), ("s7", "incomplete"), ("s8", "completed")]:
+    for name, state in [
+        ("s3", "diverged"),
+        ("s4", "failed"),
+        ("s5", "incomplete"),
+        ("s6", "interrupted"),
+        ("s7", "incomplete"),
+        ("s8", "completed"),
+    ]:
         assert any(str(tmp_path / name) in line and f"| {state} |" in line for line in report.splitlines()), name
     assert "out of memory" in report and "no readable config.yaml" in report
     runs_csv = list(csv.DictReader((out / "runs.csv").open()))
@@ -169,8 +244,13 @@ def test_runs_differing_in_lr_are_never_averaged(tmp_path):
     for lr in (1e-3, 3e-3):
         for seed in (1, 2):
             # data folders differ per seed: a path is not a reason to split a group
-            write_run(tmp_path / f"lr{lr}_s{seed}", lr=lr, seed=seed, data_dir=f"/scratch/{seed}/cifar10",
-                      final={"test/acc": 0.5 + lr * 100 + seed * 0.01})
+            write_run(
+                tmp_path / f"lr{lr}_s{seed}",
+                lr=lr,
+                seed=seed,
+                data_dir=f"/scratch/{seed}/cifar10",
+                final={"test/acc": 0.5 + lr * 100 + seed * 0.01},
+            )
     agg = aggregate(load_runs([tmp_path]))
     assert agg.keys == ["task.name", "optimizer.name", "optimizer.lr"]
     assert len(agg.groups) == 2
@@ -219,7 +299,14 @@ def test_adam_2k_curves_start_at_minus_k(tmp_path):
 
 def test_paper_numbers_sit_beside_ours(tmp_path):
     for seed, acc in [(1, 90.5), (2, 91.5)]:  # percent, as every task logs accuracy
-        write_run(tmp_path / f"radam_s{seed}", variant="radam", lr=0.1, seed=seed, final={"test/acc": acc}, best={"test/acc": acc})
+        write_run(
+            tmp_path / f"radam_s{seed}",
+            variant="radam",
+            lr=0.1,
+            seed=seed,
+            final={"test/acc": acc},
+            best={"test/acc": acc},
+        )
     write_run(tmp_path / "sgd", variant="sgd", lr=0.1, final={"test/acc": 90.0}, best={"test/acc": 90.0})
     out = report_main([str(tmp_path), "--out", str(tmp_path / "report"), "--no-figures"])
     report = (out / "report.md").read_text()
@@ -231,7 +318,11 @@ def test_paper_numbers_sit_beside_ours(tmp_path):
     not_run = next(line for line in report.splitlines() if line.startswith("Paper numbers for these tasks without"))
     assert "Table 1 cifar10/adam" in not_run and "§5.2 cifar10/adam_warmup" in not_run  # listed, not tabled
     assert "imagenet" not in report  # tasks we did not run are left out
-    rows = [r for r in csv.DictReader((out / "summary.csv").open()) if r["variant"] == "sgd" and r["metric"] == "test/acc" and r["kind"] == "best"]
+    rows = [
+        r
+        for r in csv.DictReader((out / "summary.csv").open())
+        if r["variant"] == "sgd" and r["metric"] == "test/acc" and r["kind"] == "best"
+    ]
     assert rows[0]["paper"] == "91.51" and rows[0]["paper_source"] == "Table 1"
 
 
@@ -250,11 +341,23 @@ def assert_real_png(path: Path) -> None:
 def test_every_figure_is_a_real_png(tmp_path, capsys):
     sweep = tmp_path / "sweep"
     for lr in (0.1, 0.01):
-        for variant, warmup, seeds in [("adam", 0, (1,)), ("radam", 0, (1, 2)), ("adam_warmup", 100, (1,)), ("adam_warmup", 1000, (1,))]:
+        for variant, warmup, seeds in [
+            ("adam", 0, (1,)),
+            ("radam", 0, (1, 2)),
+            ("adam_warmup", 100, (1,)),
+            ("adam_warmup", 1000, (1,)),
+        ]:
             for seed in seeds:
                 acc = 0.9 - (0.05 if variant == "adam" else 0.0) * lr * 10 - 0.01 * seed - warmup / 1e5 - lr / 10
-                write_run(sweep / f"{variant}{warmup}_lr{lr}_s{seed}", variant=variant, lr=lr, seed=seed,
-                          warmup_steps=warmup, final={"test/acc": acc}, best={"test/acc": acc + 0.005})
+                write_run(
+                    sweep / f"{variant}{warmup}_lr{lr}_s{seed}",
+                    variant=variant,
+                    lr=lr,
+                    seed=seed,
+                    warmup_steps=warmup,
+                    final={"test/acc": acc},
+                    best={"test/acc": acc + 0.005},
+                )
     write_run(sweep / "adam_2k_s1", variant="adam_2k", lr=0.1, freeze_steps=100)
     out = report_main([str(sweep), "--out", str(tmp_path / "report")])
     assert "[report] figure" not in capsys.readouterr().out

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from radam_repro.optim import RAdam
-from radam_repro.optim.schedules import Schedule, build_schedule, lambda_lr
-from radam_repro.optim.schedules import Decay
+from radam_repro.optim.schedules import Decay, Schedule, build_schedule, lambda_lr
 
 pytorch_warmup = pytest.importorskip("pytorch_warmup", reason="pytorch_warmup is a test-only dependency")
 
@@ -52,8 +51,13 @@ def test_untuned_warmups_match_pytorch_warmup(beta2):
 def test_fairseq_linear_warmup_then_linear_decay_nmt_recipe():
     """Adam-warmup NMT: 4000 warmup updates from 1e-8, then linear decay to 1e-9 at 70k (lr 3e-4)."""
     lr, init, min_lr = 3e-4, 1e-8, 1e-9
-    sched = Schedule(warmup="linear", warmup_steps=4000, warmup_init_ratio=init / lr,
-                     decay=Decay(kind="linear", min_lr_ratio=min_lr / lr), total_steps=70000)
+    sched = Schedule(
+        warmup="linear",
+        warmup_steps=4000,
+        warmup_init_ratio=init / lr,
+        decay=Decay(kind="linear", min_lr_ratio=min_lr / lr),
+        total_steps=70000,
+    )
     fairseq = lambda k: init + k * (lr - init) / 4000 if k < 4000 else (lr - min_lr) * (1 - (k - 4000) / 66000) + min_lr  # noqa: E731
     for k in [0, 1, 2000, 3999, 4000, 4001, 30000, 69999, 70000]:
         assert lr * sched(k) == pytest.approx(fairseq(k), rel=1e-9, abs=1e-15)
@@ -67,7 +71,9 @@ def test_adam_2k_recipe_lr_at_unfreeze_is_3e_4():
 def test_step_decay_cifar_recipe_and_inverse_sqrt():
     spe = 391
     sched = Schedule(decay=Decay(kind="step", milestones=[81 * spe, 122 * spe], gamma=0.1), total_steps=164 * spe)
-    assert sched(81 * spe - 1) == 1.0 and sched(81 * spe) == pytest.approx(0.1) and sched(122 * spe) == pytest.approx(0.01)
+    assert (
+        sched(81 * spe - 1) == 1.0 and sched(81 * spe) == pytest.approx(0.1) and sched(122 * spe) == pytest.approx(0.01)
+    )
     inv = Schedule(warmup="linear", warmup_steps=100, decay=Decay(kind="inverse_sqrt"))
     assert inv(50) == pytest.approx(0.5) and inv(400) == pytest.approx(0.5) and inv(100) == pytest.approx(1.0)
 

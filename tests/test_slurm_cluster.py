@@ -18,7 +18,6 @@ from pathlib import Path
 import cloudpickle
 import pytest
 import submitit
-
 from conftest import LOCAL_RESOURCES, ROOT, sacct_states, wait_for
 
 pytestmark = pytest.mark.slurm
@@ -27,14 +26,18 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])  # jobs cannot impor
 
 def executor(folder: Path, **params) -> submitit.AutoExecutor:
     ex = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm")
-    ex.update_parameters(timeout_min=60, cpus_per_task=1, slurm_additional_parameters={"requeue": True},
-                         **params)
+    ex.update_parameters(timeout_min=60, cpus_per_task=1, slurm_additional_parameters={"requeue": True}, **params)
     return ex
 
 
 def job_facts(x: int) -> dict:
-    return {"square": x * x, "pid": os.getpid(), "host": socket.gethostname(),
-            "job_id": os.environ.get("SLURM_JOB_ID"), "array_task": os.environ.get("SLURM_ARRAY_TASK_ID")}
+    return {
+        "square": x * x,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "job_id": os.environ.get("SLURM_JOB_ID"),
+        "array_task": os.environ.get("SLURM_ARRAY_TASK_ID"),
+    }
 
 
 def advance(state: dict) -> None:
@@ -65,11 +68,17 @@ def resumable_count(path: str, n: int, step_s: float) -> dict:
 def test_cluster_is_up(slurm):
     node, state = slurm[:2]
     assert state.startswith(("idle", "mixed", "allocated")), f"node {node} is {state}"
-    clusters = subprocess.run(["sacctmgr", "-n", "-P", "list", "cluster", "format=cluster"],
-                              capture_output=True, text=True, check=True, timeout=30).stdout.split()
+    clusters = subprocess.run(
+        ["sacctmgr", "-n", "-P", "list", "cluster", "format=cluster"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.split()
     assert clusters, "slurmdbd knows no cluster: accounting is not set up"
-    ran_on = subprocess.run(["srun", "-n1", "-t", "1", "hostname", "-s"], capture_output=True, text=True,
-                            check=True, timeout=60).stdout.strip()
+    ran_on = subprocess.run(
+        ["srun", "-n1", "-t", "1", "hostname", "-s"], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.strip()
     assert ran_on == node
 
 
@@ -105,11 +114,12 @@ def test_usr2_saves_requeues_and_resumes(slurm, tmp_path):
     assert len(result["saved_at"]) == 1 and 0 < result["saved_at"][0] < n, result
     assert (result["i"], result["acc"]) == (expected["i"], expected["acc"])
     assert "received SIGUSR2" in job.stdout()
-    assert wait_for(lambda: sacct_states(job.job_id) == ["REQUEUED", "COMPLETED"], 30,
-                    "sacct to record REQUEUED then COMPLETED")
+    assert wait_for(
+        lambda: sacct_states(job.job_id) == ["REQUEUED", "COMPLETED"], 30, "sacct to record REQUEUED then COMPLETED"
+    )
 
 
-HYDRA_APP = '''
+HYDRA_APP = """
 import json, time
 from pathlib import Path
 
@@ -138,34 +148,51 @@ def main(cfg):
 
 if __name__ == "__main__":
     main()
-'''
+"""
 
 
 def test_hydra_slurm_launcher_requeues_a_cell_into_its_folder(slurm, tmp_path):
     """configs/hydra/launcher/slurm.yaml submits a 2-cell array; a USR2'd cell reruns into its own folder."""
     (tmp_path / "conf").mkdir()
     (tmp_path / "app.py").write_text(HYDRA_APP)
-    (tmp_path / "conf" / "app.yaml").write_text(textwrap.dedent(f"""
+    (tmp_path / "conf" / "app.yaml").write_text(
+        textwrap.dedent(f"""
         defaults:
           - override hydra/launcher: slurm
           - _self_
         n: 200
         cell: 0
         hydra:
-          searchpath: [file://{ROOT / 'radam_repro' / 'configs'}]
+          searchpath: [file://{ROOT / "radam_repro" / "configs"}]
           sweep:
-            dir: {tmp_path / 'sweep'}
+            dir: {tmp_path / "sweep"}
             subdir: cell${{cell}}
-        """))
-    driver = subprocess.Popen([sys.executable, "app.py", "-m", "cell=0,1", *LOCAL_RESOURCES], cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        """)
+    )
+    driver = subprocess.Popen(
+        [sys.executable, "app.py", "-m", "cell=0,1", *LOCAL_RESOURCES],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         cell0 = tmp_path / "sweep" / "cell0" / "state.json"
         wait_for(lambda: cell0.exists() or driver.poll() is not None, 60, "cell 0 to start")
         assert driver.poll() is None, driver.communicate()[0]
         time.sleep(1.0)
-        job_id = wait_for(lambda: next((j for j in subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True,
-                          text=True).stdout.split() if j.endswith("_0")), None), 30, "cell 0 in squeue")
+        job_id = wait_for(
+            lambda: next(
+                (
+                    j
+                    for j in subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
+                    if j.endswith("_0")
+                ),
+                None,
+            ),
+            30,
+            "cell 0 in squeue",
+        )
         subprocess.run(["scancel", "--signal=USR2", job_id], check=True, timeout=30)
         output, _ = driver.communicate(timeout=120)
     finally:

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from conftest import LOCAL_RESOURCES, run_cli, sacct_states, wait_for
 
 pytestmark = pytest.mark.slurm
@@ -40,8 +39,13 @@ def summaries(sweep: Path) -> dict[str, dict]:
 
 def array_elements(array_id: str) -> dict[str, str]:
     """Raw job id -> final state of every element of a job array, from accounting."""
-    out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", array_id, "-o", "JobIDRaw,State"],
-                         capture_output=True, text=True, check=True, timeout=30).stdout
+    out = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-j", array_id, "-o", "JobIDRaw,State"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
     return dict(line.split("|") for line in out.split())
 
 
@@ -113,8 +117,15 @@ def test_failing_cell_is_reported_and_the_others_complete(runs):
 
 def test_usr2_requeues_a_training_cell_that_resumes_bit_identical(runs, tmp_path):
     """~18 s of training (500 steps, 2 layers); USR2 after step 50; the only checkpoint before the end is the preemption's."""
-    cell = ["task=nmt_synthetic", "task.model.layers=2", "trainer.max_steps=500", "trainer.log_every=10",
-            "trainer.checkpoint_every=100000", "optimizer=radam", "seed=3"]
+    cell = [
+        "task=nmt_synthetic",
+        "task.model.layers=2",
+        "trainer.max_steps=500",
+        "trainer.log_every=10",
+        "trainer.checkpoint_every=100000",
+        "optimizer=radam",
+        "seed=3",
+    ]
     sweep = runs / "adhoc"
     pool = ThreadPoolExecutor(2)
     try:
@@ -123,8 +134,14 @@ def test_usr2_requeues_a_training_cell_that_resumes_bit_identical(runs, tmp_path
         # one cell: a plain job, not an array (submitit); its folder holds the pickle submitted for it
         pickle = wait_for(lambda: next(sweep.glob(".submitit/*/*_submitted.pkl"), None), 60, "the sweep's submission")
         job_id = pickle.name.removesuffix("_submitted.pkl")
-        wait_for(lambda: on_slurm.done() or any(r["step"] >= 50 for m in sweep.glob("*/metrics.jsonl")
-                                                for r in train_rows(m.parent)), 90, "the job to pass step 50")
+        wait_for(
+            lambda: (
+                on_slurm.done()
+                or any(r["step"] >= 50 for m in sweep.glob("*/metrics.jsonl") for r in train_rows(m.parent))
+            ),
+            90,
+            "the job to pass step 50",
+        )
         assert not on_slurm.done(), f"the sweep ended before it could be preempted: {on_slurm.result()}"
         subprocess.run(["scancel", "--signal=USR2", job_id], check=True, timeout=30)
         on_slurm.result()

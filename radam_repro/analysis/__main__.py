@@ -94,7 +94,9 @@ def plot_analytic(out: Path, steps_sim: np.ndarray, var_mu0: np.ndarray, beta2: 
     right.plot(rho, first / exact, "--", label="first order / exact")
     right.plot(rho_sim[keep], var_mu0[keep] / V.variance_psi(rho_sim[keep]), ".", ms=3, label="simulated / exact(ρ_t)")
     n_eff = V.effective_sample_size(beta2, steps_sim)
-    right.plot(rho_sim[keep], var_mu0[keep] / V.variance_psi(n_eff[keep]), ".", ms=3, label="simulated / exact(Kish n_eff)")
+    right.plot(
+        rho_sim[keep], var_mu0[keep] / V.variance_psi(n_eff[keep]), ".", ms=3, label="simulated / exact(Kish n_eff)"
+    )
     right.axhline(1.0, color="grey", lw=0.8)
     right.set(xscale="log", xlabel="ρ", ylabel="ratio", title="Ratios to the exact form")
     right.legend()
@@ -105,8 +107,12 @@ def plot_analytic(out: Path, steps_sim: np.ndarray, var_mu0: np.ndarray, beta2: 
     later = rho_sim >= 20
     return {
         "var_ratio_rho5_over_rho500": float(V.variance_psi(5.0) / V.variance_psi(500.0)),
-        "max_rel_dev_sim_vs_exact_rho_20_200": float(np.max(np.abs(var_mu0[early] / V.variance_psi(rho_sim[early]) - 1))),
-        "max_rel_dev_sim_vs_exact_rho_ge_20": float(np.max(np.abs(var_mu0[later] / V.variance_psi(rho_sim[later]) - 1))),
+        "max_rel_dev_sim_vs_exact_rho_20_200": float(
+            np.max(np.abs(var_mu0[early] / V.variance_psi(rho_sim[early]) - 1))
+        ),
+        "max_rel_dev_sim_vs_exact_rho_ge_20": float(
+            np.max(np.abs(var_mu0[later] / V.variance_psi(rho_sim[later]) - 1))
+        ),
         "max_rel_dev_sim_vs_exact_neff_rho_ge_20": float(
             np.max(np.abs(var_mu0[later] / V.variance_psi(n_eff[later]) - 1))
         ),
@@ -128,8 +134,14 @@ def main(argv: list[str] | None = None) -> Path:
     steps_sim, var = V.simulate_psi_variance(
         MUS, beta2=args.beta2, trajectories=args.trajectories, steps=args.steps, seed=args.seed
     )
-    summary = {"simulation": {"mus": MUS, "trajectories": args.trajectories, "steps": args.steps,
-                              "seconds": round(time.perf_counter() - started, 2)}}
+    summary = {
+        "simulation": {
+            "mus": MUS,
+            "trajectories": args.trajectories,
+            "steps": args.steps,
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+    }
     summary["rectification"] = plot_rectification(args.out, args.beta2)
     plot_simulation(args.out, steps_sim, var, args.beta2)
     summary["variance"] = plot_analytic(args.out, steps_sim, var[0], args.beta2)

@@ -24,9 +24,9 @@ import hashlib
 import os
 import tempfile
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import torch
@@ -72,7 +72,7 @@ class Dictionary:
         self.indices = {symbol: i for i, symbol in enumerate(symbols)}
 
     @classmethod
-    def build(cls, lines: Iterable[str], padding_factor: int = 8) -> "Dictionary":
+    def build(cls, lines: Iterable[str], padding_factor: int = 8) -> Dictionary:
         counter = Counter(token for line in lines for token in line.split())
         if not counter:
             raise ValueError("empty vocabulary: the training text has no tokens; check the training files")
@@ -87,7 +87,7 @@ class Dictionary:
         return cls(symbols, counts)
 
     @classmethod
-    def load(cls, path: Path) -> "Dictionary":
+    def load(cls, path: Path) -> Dictionary:
         """Read fairseq's ``dict.<lang>.txt`` (``symbol count`` per line, specials implied)."""
         symbols, counts = list(SPECIAL_SYMBOLS), [0] * len(SPECIAL_SYMBOLS)
         for line in Path(path).read_text(encoding="utf-8").splitlines():
@@ -132,7 +132,7 @@ class TokenizedText:
         self.tokens = torch.tensor([token for sentence in sentences for token in sentence], dtype=torch.int32)
 
     @classmethod
-    def from_flat(cls, tokens: np.ndarray, lengths: np.ndarray) -> "TokenizedText":
+    def from_flat(cls, tokens: np.ndarray, lengths: np.ndarray) -> TokenizedText:
         """Sentences stored back to back in ``tokens`` with the given ``lengths`` (fairseq's .bin layout)."""
         text = cls.__new__(cls)
         text.lengths = np.asarray(lengths, dtype=np.int64)
@@ -219,7 +219,10 @@ def load_bilingual(
     tgt_dict = load_dictionary(data_dir / f"{dict_split}.{tgt_lang}", tgt_lang, cache_dir, padding_factor)
     loaded = {}
     for split in splits:
-        src_lines, tgt_lines = read_lines(data_dir / f"{split}.{src_lang}"), read_lines(data_dir / f"{split}.{tgt_lang}")
+        src_lines, tgt_lines = (
+            read_lines(data_dir / f"{split}.{src_lang}"),
+            read_lines(data_dir / f"{split}.{tgt_lang}"),
+        )
         if len(src_lines) != len(tgt_lines):
             raise ValueError(
                 f"{data_dir}/{split}.{src_lang} has {len(src_lines)} lines but {split}.{tgt_lang} has {len(tgt_lines)}: "
@@ -256,7 +259,9 @@ def batch_by_size(
     for index in indices:
         length = int(num_tokens[index])
         if length > max_tokens:
-            raise ValueError(f"sentence {index} has {length} tokens, more than max_tokens={max_tokens}; raise max_tokens")
+            raise ValueError(
+                f"sentence {index} has {length} tokens, more than max_tokens={max_tokens}; raise max_tokens"
+            )
         lengths.append(length)
         if batch and (len(batch) == max_sentences or (len(batch) + 1) * max(lengths) > max_tokens):
             multiple = required_batch_size_multiple
@@ -271,6 +276,7 @@ def batch_by_size(
 
 def collate(split: ParallelSplit, indices: np.ndarray, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
     """A right-padded batch: ``src_tokens``, ``prev_output_tokens`` (``</s>`` + target[:-1]), ``target``, ``ntokens``."""
+
     def pad(sentences: list[torch.Tensor]) -> torch.Tensor:
         return torch.nn.utils.rnn.pad_sequence(sentences, batch_first=True, padding_value=PAD)
 
@@ -309,7 +315,11 @@ def prepare_multi30k(tok_dir: Path, src_lang: str, tgt_lang: str, merges: int, c
     Returns the cached folder ``<cache>/multi30k-bpe<merges>-<sha>/`` with ``{train,valid,test}.{src,tgt}`` and ``code``.
     """
     tok_dir = Path(tok_dir)
-    names = {(split, lang): f"{stem}.lc.norm.tok.{lang}" for split, stem in MULTI30K_FILES.items() for lang in (src_lang, tgt_lang)}
+    names = {
+        (split, lang): f"{stem}.lc.norm.tok.{lang}"
+        for split, stem in MULTI30K_FILES.items()
+        for lang in (src_lang, tgt_lang)
+    }
     check_files(
         tok_dir,
         list(names.values()),
@@ -325,6 +335,8 @@ def prepare_multi30k(tok_dir: Path, src_lang: str, tgt_lang: str, merges: int, c
     code = out_dir / "code"
     learn_joint_bpe([tok_dir / names["train", src_lang], tok_dir / names["train", tgt_lang]], code, merges)
     for (split, lang), name in names.items():
-        _write_atomic(out_dir / f"{split}.{lang}", "".join(line + "\n" for line in apply_bpe(code, read_lines(tok_dir / name))))
+        _write_atomic(
+            out_dir / f"{split}.{lang}", "".join(line + "\n" for line in apply_bpe(code, read_lines(tok_dir / name)))
+        )
     done.write_text("ok\n")
     return out_dir

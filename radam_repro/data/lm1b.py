@@ -26,10 +26,10 @@ from __future__ import annotations
 import argparse
 import bisect
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -40,8 +40,10 @@ from radam_repro.data.lm_corpus import TextFile, Vocabulary, cached_vocabulary, 
 LM1B_ROOT = "1-billion-word-language-modeling-benchmark-r13output"
 LM1B_TRAIN = "training-monolingual.tokenized.shuffled/news.en-?????-of-00100"
 LM1B_HELDOUT = "heldout-monolingual.tokenized.shuffled/news.en.heldout-?????-of-00050"
-LAYOUT_HELP = (f"the One-Billion-Word layout {LM1B_ROOT}/{{{LM1B_TRAIN}, {LM1B_HELDOUT}}} "
-               "(download and encode it with launch/prepare_lm1b.sh), or WikiText's train/valid/test.txt")
+LAYOUT_HELP = (
+    f"the One-Billion-Word layout {LM1B_ROOT}/{{{LM1B_TRAIN}, {LM1B_HELDOUT}}} "
+    "(download and encode it with launch/prepare_lm1b.sh), or WikiText's train/valid/test.txt"
+)
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -49,17 +51,23 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(cache_dir) if cache_dir else default_cache_dir() / "lm"
 
 
-def resolve_files(data_dir: Path, patterns: Sequence[str], split: str, lines=(0.0, 1.0), keep_blank=False) -> list[TextFile]:
+def resolve_files(
+    data_dir: Path, patterns: Sequence[str], split: str, lines=(0.0, 1.0), keep_blank=False
+) -> list[TextFile]:
     """The files matching ``patterns`` (globs relative to ``data_dir``), sorted, each restricted to ``lines``."""
     if not data_dir.is_dir():
-        raise FileNotFoundError(f"language-model data folder {data_dir} does not exist; it should hold "
-                                f"{LAYOUT_HELP}; set task.data_dir (or RADAM_REPRO_DATA) to it")
+        raise FileNotFoundError(
+            f"language-model data folder {data_dir} does not exist; it should hold "
+            f"{LAYOUT_HELP}; set task.data_dir (or RADAM_REPRO_DATA) to it"
+        )
     found = []
     for pattern in patterns:
         matches = sorted(p for p in data_dir.glob(pattern) if p.is_file())
         if not matches:
-            raise FileNotFoundError(f"no {split} files match {pattern!r} under {data_dir}; expected "
-                                    f"{LAYOUT_HELP}; or set task.{split}_files")
+            raise FileNotFoundError(
+                f"no {split} files match {pattern!r} under {data_dir}; expected "
+                f"{LAYOUT_HELP}; or set task.{split}_files"
+            )
         found += matches
     start, end = lines
     if not 0.0 <= start < end <= 1.0:
@@ -75,15 +83,25 @@ class Corpus:
     splits: dict[str, list[np.ndarray]]
 
 
-def open_corpus(data_dir: str | os.PathLike, files: dict[str, Sequence[str]], *, lines: dict[str, Sequence[float]] | None = None,
-                keep_blank: bool = False, threshold: int = 3, vocab_file: str | None = None,
-                cache_dir: str | None = None) -> Corpus:
+def open_corpus(
+    data_dir: str | os.PathLike,
+    files: dict[str, Sequence[str]],
+    *,
+    lines: dict[str, Sequence[float]] | None = None,
+    keep_blank: bool = False,
+    threshold: int = 3,
+    vocab_file: str | None = None,
+    cache_dir: str | None = None,
+) -> Corpus:
     """Resolve ``files[split]`` globs, build (or load) the vocabulary from ``train``, encode every file once."""
     data_dir, lines = Path(data_dir), lines or {}
     if not files.get("train"):
         raise ValueError("no training files given: set task.train_files (globs relative to task.data_dir)")
-    text_files = {split: resolve_files(data_dir, patterns, split, lines.get(split, (0.0, 1.0)), keep_blank)
-                  for split, patterns in files.items() if patterns}
+    text_files = {
+        split: resolve_files(data_dir, patterns, split, lines.get(split, (0.0, 1.0)), keep_blank)
+        for split, patterns in files.items()
+        if patterns
+    }
     cache = cache_root(cache_dir)
     if vocab_file:
         vocab = Vocabulary.load(Path(vocab_file), threshold)
@@ -103,8 +121,13 @@ class LMBatch:
     index: int  # batch index within the epoch
 
     def to(self, device: torch.device) -> LMBatch:
-        return LMBatch(self.inputs.to(device, non_blocking=True), self.targets.to(device, non_blocking=True),
-                       self.reset, self.epoch, self.index)
+        return LMBatch(
+            self.inputs.to(device, non_blocking=True),
+            self.targets.to(device, non_blocking=True),
+            self.reset,
+            self.epoch,
+            self.index,
+        )
 
 
 def stream_rows(tokens: np.ndarray, rows: int, bptt: int, full_windows: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -122,8 +145,10 @@ def stream_rows(tokens: np.ndarray, rows: int, bptt: int, full_windows: bool) ->
 def windows(inputs: np.ndarray, targets: np.ndarray, bptt: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Consecutive (≤bptt, rows) int64 windows over the columns of ``stream_rows``' output."""
     for start in range(0, inputs.shape[1], bptt):
-        yield (torch.from_numpy(inputs[:, start : start + bptt].T.astype(np.int64)),
-               torch.from_numpy(targets[:, start : start + bptt].T.astype(np.int64)))
+        yield (
+            torch.from_numpy(inputs[:, start : start + bptt].T.astype(np.int64)),
+            torch.from_numpy(targets[:, start : start + bptt].T.astype(np.int64)),
+        )
 
 
 class ShardStream:
@@ -135,8 +160,10 @@ class ShardStream:
         self.steps_per_epoch = sum(self.windows)
         if self.steps_per_epoch == 0:
             tokens = sum(len(s) for s in self.shards)
-            raise ValueError(f"the training split has {tokens} tokens, fewer than batch_size*bptt+1 = "
-                             f"{batch_size * bptt + 1} in every shard; lower task.batch_size or task.bptt")
+            raise ValueError(
+                f"the training split has {tokens} tokens, fewer than batch_size*bptt+1 = "
+                f"{batch_size * bptt + 1} in every shard; lower task.batch_size or task.bptt"
+            )
 
     def shard_order(self, epoch: int) -> list[int]:
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.shards)).tolist()
@@ -151,7 +178,9 @@ class ShardStream:
             offset = ends[position] - self.windows[shard]
             inputs, targets = stream_rows(self.shards[shard], self.batch_size, self.bptt, full_windows=True)
             skip = max(0, start - offset)
-            for j, (x, y) in enumerate(windows(inputs[:, skip * self.bptt :], targets[:, skip * self.bptt :], self.bptt), skip):
+            for j, (x, y) in enumerate(
+                windows(inputs[:, skip * self.bptt :], targets[:, skip * self.bptt :], self.bptt), skip
+            ):
                 yield LMBatch(x, y, reset=(j == 0), epoch=epoch, index=offset + j)
 
 
@@ -159,17 +188,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Build the One-Billion-Word vocabulary and encode every shard once.")
     parser.add_argument("--data-dir", required=True, help=f"the folder holding {LM1B_ROOT}/ (or that folder itself)")
     parser.add_argument("--threshold", type=int, default=3, help="words seen at most this often become <unk>")
-    parser.add_argument("--cache-dir", default=None,
-                        help="where to cache (default: $RADAM_REPRO_CACHE/lm, else ~/.cache/radam_repro/lm)")
+    parser.add_argument(
+        "--cache-dir",
+        default=None,
+        help="where to cache (default: $RADAM_REPRO_CACHE/lm, else ~/.cache/radam_repro/lm)",
+    )
     args = parser.parse_args(argv)
     data_dir = Path(args.data_dir)
     if (data_dir / LM1B_ROOT).is_dir():
         data_dir = data_dir / LM1B_ROOT
-    corpus = open_corpus(data_dir, {"train": [LM1B_TRAIN], "valid": [LM1B_HELDOUT]},
-                         threshold=args.threshold, cache_dir=args.cache_dir)
+    corpus = open_corpus(
+        data_dir, {"train": [LM1B_TRAIN], "valid": [LM1B_HELDOUT]}, threshold=args.threshold, cache_dir=args.cache_dir
+    )
     sizes = {split: sum(len(a) for a in arrays) for split, arrays in corpus.splits.items()}
-    print(f"vocabulary: {len(corpus.vocab)} words (threshold {args.threshold}); tokens: {sizes}; "
-          f"cache: {cache_root(args.cache_dir)}")
+    print(
+        f"vocabulary: {len(corpus.vocab)} words (threshold {args.threshold}); tokens: {sizes}; "
+        f"cache: {cache_root(args.cache_dir)}"
+    )
 
 
 if __name__ == "__main__":

@@ -16,9 +16,9 @@ import math
 import os
 import tempfile
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -42,25 +42,31 @@ class TextFile:
         """The selected lines; a clear error for an empty, binary or non-UTF-8 file."""
         data = self.path.read_bytes()
         if b"\0" in data:
-            raise ValueError(f"{self.path} contains NUL bytes: it is a binary file, not a tokenised text "
-                             "shard; re-extract the archive (see launch/prepare_lm1b.sh)")
+            raise ValueError(
+                f"{self.path} contains NUL bytes: it is a binary file, not a tokenised text "
+                "shard; re-extract the archive (see launch/prepare_lm1b.sh)"
+            )
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as err:
-            raise ValueError(f"{self.path} is not valid UTF-8 ({err}); re-extract the archive "
-                             "(see launch/prepare_lm1b.sh)") from None
+            raise ValueError(
+                f"{self.path} is not valid UTF-8 ({err}); re-extract the archive (see launch/prepare_lm1b.sh)"
+            ) from None
         lines = text.split("\n")
         if lines and lines[-1] == "":
             lines.pop()  # the final newline ends the last line
         if not self.keep_blank:
             lines = [line for line in lines if line and not line.isspace()]
         if not any(line.split() for line in lines):
-            raise ValueError(f"{self.path} holds no words (empty shard); re-extract the archive "
-                             "(see launch/prepare_lm1b.sh)")
+            raise ValueError(
+                f"{self.path} holds no words (empty shard); re-extract the archive (see launch/prepare_lm1b.sh)"
+            )
         start, end = self.lines
         selected = lines[int(start * len(lines)) : int(end * len(lines))]
         if not selected:
-            raise ValueError(f"lines {list(self.lines)} of {self.path} ({len(lines)} lines) select none; widen the range")
+            raise ValueError(
+                f"lines {list(self.lines)} of {self.path} ({len(lines)} lines) select none; widen the range"
+            )
         return selected
 
     def tokens(self, lines_per_chunk: int = 100_000) -> Iterator[list[str]]:
@@ -141,7 +147,8 @@ class Vocabulary:
                 raise ValueError(
                     f"vocabulary {path} was built with unk threshold {header['threshold']}, but "
                     f"task.unk_threshold={threshold}; set task.unk_threshold={header['threshold']}, "
-                    "or point task.vocab_file elsewhere / delete it so that it is rebuilt")
+                    "or point task.vocab_file elsewhere / delete it so that it is rebuilt"
+                )
             rows = [line.rstrip("\n").split("\t") for line in f]
         return cls(tuple(w for w, _ in rows), tuple(int(c) for _, c in rows), threshold)
 
@@ -170,7 +177,9 @@ def encoded(text_file: TextFile, vocab: Vocabulary, cache_dir: Path) -> np.ndarr
     """The file's token ids as a read-only memory map, encoding it once into ``cache_dir``."""
     path = cache_dir / f"tokens-{vocab.digest}" / f"{text_file.path.name}-{text_file.fingerprint()}.npy"
     if not path.exists():
-        atomic_write(path, np.concatenate([np.array(vocab.encode(tokens), dtype=np.int32) for tokens in text_file.tokens()]))
+        atomic_write(
+            path, np.concatenate([np.array(vocab.encode(tokens), dtype=np.int32) for tokens in text_file.tokens()])
+        )
     return np.load(path, mmap_mode="r")
 
 

@@ -20,12 +20,18 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from radam_repro.data.bilingual import apply_bpe, learn_joint_bpe, read_lines
 
-TEST_SETS = ("IWSLT14.TED.dev2010", "IWSLT14.TEDX.dev2012", "IWSLT14.TED.tst2010", "IWSLT14.TED.tst2011", "IWSLT14.TED.tst2012")
+TEST_SETS = (
+    "IWSLT14.TED.dev2010",
+    "IWSLT14.TEDX.dev2012",
+    "IWSLT14.TED.tst2010",
+    "IWSLT14.TED.tst2011",
+    "IWSLT14.TED.tst2012",
+)
 TRAIN_DROP = ("<url>", "<talkid>", "<keywords>")
 TRAIN_STRIP = re.compile(r"</?title>|</?description>")
 SEGMENT_OPEN = re.compile(r'<seg id="[0-9]*">\s*')
@@ -62,7 +68,9 @@ def xml_segments(path: Path) -> list[str]:
     return segments
 
 
-def clean_corpus(src: list[str], tgt: list[str], min_len: int = 1, max_len: int = 175, ratio: float = 1.5) -> tuple[list[str], list[str]]:
+def clean_corpus(
+    src: list[str], tgt: list[str], min_len: int = 1, max_len: int = 175, ratio: float = 1.5
+) -> tuple[list[str], list[str]]:
     """``clean-corpus-n.perl -ratio 1.5 corpus src tgt out 1 175`` (words longer than 1000 characters drop a pair too)."""
     if len(src) != len(tgt):
         raise ValueError(f"the two sides have {len(src)} and {len(tgt)} lines; they must be line-aligned")
@@ -137,9 +145,13 @@ def compare(ours: Path, reference: Path) -> dict[str, tuple[int, int]]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--orig", type=Path, required=True, help="the de-en/ folder extracted from de-en.tgz")
-    parser.add_argument("--out", type=Path, required=True, help="output folder (iwslt14.tokenized.de-en); tokenised text in <out>/tmp")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="output folder (iwslt14.tokenized.de-en); tokenised text in <out>/tmp"
+    )
     parser.add_argument("--bpe-tokens", type=int, default=10000, help="joint BPE merges (default 10000)")
-    parser.add_argument("--devtest-only", action="store_true", help="only tokenise the XML dev/test files into <out>/tmp")
+    parser.add_argument(
+        "--devtest-only", action="store_true", help="only tokenise the XML dev/test files into <out>/tmp"
+    )
     parser.add_argument("--compare", type=Path, help="a reference tmp/ folder: report exactly matching lines per file")
     args = parser.parse_args(argv)
     langs, tmp = ("de", "en"), args.out / "tmp"

@@ -34,7 +34,9 @@ class SyntheticTranslation:
 
     def __init__(self, vocab: int = 32, length: int = 12, task_seed: int = 0):
         if vocab < 2 or length < 1:
-            raise ValueError(f"synthetic translation needs vocab >= 2 and length >= 1 (got vocab={vocab}, length={length})")
+            raise ValueError(
+                f"synthetic translation needs vocab >= 2 and length >= 1 (got vocab={vocab}, length={length})"
+            )
         self.vocab, self.length, self.task_seed = vocab, length, task_seed
         self.permutation = torch.randperm(vocab, generator=generator_for(task_seed))
 
@@ -56,5 +58,10 @@ class SyntheticTranslation:
         src = torch.cat([symbols + FIRST_SYMBOL, eos], dim=1)
         target = torch.cat([self.translate(symbols) + FIRST_SYMBOL, eos], dim=1)
         prev = torch.cat([eos, target[:, :-1]], dim=1)
-        batch = {"src_tokens": src, "prev_output_tokens": prev, "target": target, "ntokens": torch.tensor(target.numel())}
+        batch = {
+            "src_tokens": src,
+            "prev_output_tokens": prev,
+            "target": target,
+            "ntokens": torch.tensor(target.numel()),
+        }
         return {key: value.to(device) for key, value in batch.items()}

@@ -13,7 +13,7 @@ Xavier-normal (official ``adaptive.py``), head bias 0.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -22,13 +22,23 @@ Hidden = tuple[torch.Tensor, torch.Tensor]
 
 
 class LSTMLanguageModel(nn.Module):
-    def __init__(self, vocab_size: int, embedding_dim: int = 300, hidden_size: int = 2048, num_layers: int = 2,
-                 dropout: float = 0.1, cutoffs: Sequence[int] = (4000, 40000, 200000), div_value: float = 4.0):
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_dim: int = 300,
+        hidden_size: int = 2048,
+        num_layers: int = 2,
+        dropout: float = 0.1,
+        cutoffs: Sequence[int] = (4000, 40000, 200000),
+        div_value: float = 4.0,
+    ):
         super().__init__()
         kept = [c for c in cutoffs if c < vocab_size]
         if not kept:
-            raise ValueError(f"every adaptive-softmax cutoff in {list(cutoffs)} is >= the vocabulary size "
-                             f"{vocab_size}; set task.model.cutoffs to values below {vocab_size}")
+            raise ValueError(
+                f"every adaptive-softmax cutoff in {list(cutoffs)} is >= the vocabulary size "
+                f"{vocab_size}; set task.model.cutoffs to values below {vocab_size}"
+            )
         self.embedding = nn.Embedding(vocab_size, embedding_dim)
         self.dropout = nn.Dropout(dropout)
         self.lstm = nn.LSTM(embedding_dim, hidden_size, num_layers, dropout=dropout if num_layers > 1 else 0.0)
@@ -53,7 +63,9 @@ class LSTMLanguageModel(nn.Module):
                 if module.bias is not None:
                     module.bias.zero_()
 
-    def forward(self, inputs: torch.Tensor, targets: torch.Tensor, hidden: Hidden | None = None) -> tuple[torch.Tensor, Hidden]:
+    def forward(
+        self, inputs: torch.Tensor, targets: torch.Tensor, hidden: Hidden | None = None
+    ) -> tuple[torch.Tensor, Hidden]:
         """log p(targets | inputs, hidden) of shape (bptt, batch) and the final hidden state.
 
         ``inputs``/``targets``: (bptt, batch) token ids; ``hidden``: (h, c), each (layers, batch, hidden).

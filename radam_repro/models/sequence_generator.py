@@ -110,10 +110,14 @@ def beam_search(
             break
         still_live = torch.tensor(still_live_list, device=device)
         # the best `beam` candidates that do not end the sentence stay live (fairseq's active_mask)
-        rank = torch.arange(top_scores.size(1), device=device).expand_as(top_scores) + top_token.eq(eos) * top_scores.size(1)
+        rank = torch.arange(top_scores.size(1), device=device).expand_as(top_scores) + top_token.eq(
+            eos
+        ) * top_scores.size(1)
         keep = rank.topk(beam, dim=1, largest=False).indices[still_live]
         live_ids = [sentence for sentence, alive in zip(live_ids, still_live_list) if alive]
-        parent = (torch.arange(live, device=device)[still_live, None] * beam + top_beam[still_live].gather(1, keep)).view(-1)
+        parent = (
+            torch.arange(live, device=device)[still_live, None] * beam + top_beam[still_live].gather(1, keep)
+        ).view(-1)
         new_token = top_token[still_live].gather(1, keep).view(-1, 1)
         scores = top_scores[still_live].gather(1, keep).view(-1)
         tokens = torch.cat([tokens.index_select(0, parent), new_token], dim=1)

@@ -208,7 +208,11 @@ class DecoderCache:
         """Keep rows ``order`` of every cached tensor (beam selection / finished sentences)."""
         for layer in self.layers:
             for key, value in layer.items():
-                layer[key] = tuple(t.index_select(0, order) for t in value) if isinstance(value, tuple) else value.index_select(0, order)
+                layer[key] = (
+                    tuple(t.index_select(0, order) for t in value)
+                    if isinstance(value, tuple)
+                    else value.index_select(0, order)
+                )
 
 
 class Transformer(nn.Module):
@@ -222,7 +226,9 @@ class Transformer(nn.Module):
         self.encoder_embed = scaled_embedding(cfg.src_vocab_size, d, pad)
         if cfg.share_all_embeddings:
             if cfg.src_vocab_size != cfg.tgt_vocab_size:
-                raise ValueError("share_all_embeddings needs one joined dictionary (equal source/target vocabulary sizes)")
+                raise ValueError(
+                    "share_all_embeddings needs one joined dictionary (equal source/target vocabulary sizes)"
+                )
             self.decoder_embed = self.encoder_embed
         else:
             self.decoder_embed = scaled_embedding(cfg.tgt_vocab_size, d, pad)

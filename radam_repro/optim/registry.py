@@ -14,8 +14,9 @@ from __future__ import annotations
 import inspect
 import types
 import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Optional
 
 import torch
 
@@ -78,18 +79,41 @@ def from_signature(cls: type, exclude: tuple[str, ...] = ()) -> tuple[Hyperparam
 OPTIMIZERS: dict[str, OptimInfo] = {
     info.name: info
     for info in (
-        OptimInfo("adam", Adam, "Adam (Kingma & Ba); with a warmup schedule: Adam-warmup, with eps 1e-4: Adam-eps",
-                  from_signature(Adam)),
-        OptimInfo("adam_2k", Adam2k, "Adam whose first freeze_steps updates only accumulate v_t (paper Sec. 3.2)",
-                  from_signature(Adam2k)),
-        OptimInfo("radam", RAdam, "Rectified Adam (paper Alg. 2): r_t-scaled step once rho_t > threshold, "
-                  "SGD-momentum (or no step) before", from_signature(RAdam)),
-        OptimInfo("simplified_radam", SimplifiedRAdam,
-                  "Adam with lr x sqrt(2/(1+beta2^t) - 1) (J. Hilton 2019): no threshold, no SGD phase",
-                  from_signature(SimplifiedRAdam)),
-        OptimInfo("sgd", torch.optim.SGD, "SGD with momentum and coupled L2 weight decay (the official CIFAR baseline)",
-                  (Hyperparameter("lr", float, 0.1), Hyperparameter("momentum", float, 0.9),
-                   Hyperparameter("nesterov", bool, False), Hyperparameter("weight_decay", float, 0.0))),
+        OptimInfo(
+            "adam",
+            Adam,
+            "Adam (Kingma & Ba); with a warmup schedule: Adam-warmup, with eps 1e-4: Adam-eps",
+            from_signature(Adam),
+        ),
+        OptimInfo(
+            "adam_2k",
+            Adam2k,
+            "Adam whose first freeze_steps updates only accumulate v_t (paper Sec. 3.2)",
+            from_signature(Adam2k),
+        ),
+        OptimInfo(
+            "radam",
+            RAdam,
+            "Rectified Adam (paper Alg. 2): r_t-scaled step once rho_t > threshold, SGD-momentum (or no step) before",
+            from_signature(RAdam),
+        ),
+        OptimInfo(
+            "simplified_radam",
+            SimplifiedRAdam,
+            "Adam with lr x sqrt(2/(1+beta2^t) - 1) (J. Hilton 2019): no threshold, no SGD phase",
+            from_signature(SimplifiedRAdam),
+        ),
+        OptimInfo(
+            "sgd",
+            torch.optim.SGD,
+            "SGD with momentum and coupled L2 weight decay (the official CIFAR baseline)",
+            (
+                Hyperparameter("lr", float, 0.1),
+                Hyperparameter("momentum", float, 0.9),
+                Hyperparameter("nesterov", bool, False),
+                Hyperparameter("weight_decay", float, 0.0),
+            ),
+        ),
     )
 }
 

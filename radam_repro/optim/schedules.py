@@ -19,8 +19,8 @@ Decays (:class:`Decay`, described by the task):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 import torch
 
@@ -95,13 +95,9 @@ class Schedule:
         if self.decay.kind not in DECAYS:
             raise ValueError(f"unknown decay kind {self.decay.kind!r}; choose one of {', '.join(DECAYS)}")
         if self.warmup in ("linear", "exponential") and self.warmup_steps <= 0:
-            raise ValueError(
-                f"warmup kind {self.warmup!r} needs optimizer.warmup.steps > 0 (got {self.warmup_steps})"
-            )
+            raise ValueError(f"warmup kind {self.warmup!r} needs optimizer.warmup.steps > 0 (got {self.warmup_steps})")
         if not 0.0 <= self.warmup_init_ratio <= 1.0:
-            raise ValueError(
-                f"warmup init_lr must lie between 0 and the base lr (ratio {self.warmup_init_ratio:g})"
-            )
+            raise ValueError(f"warmup init_lr must lie between 0 and the base lr (ratio {self.warmup_init_ratio:g})")
 
     def warmup_factor(self, k: int) -> float:
         if self.warmup == "linear":
@@ -146,6 +142,8 @@ def build_schedule(optimizer_cfg, decay: Decay, total_steps: int) -> Schedule:
     )
 
 
-def lambda_lr(optimizer: torch.optim.Optimizer, multiplier: Callable[[int], float]) -> torch.optim.lr_scheduler.LambdaLR:
+def lambda_lr(
+    optimizer: torch.optim.Optimizer, multiplier: Callable[[int], float]
+) -> torch.optim.lr_scheduler.LambdaLR:
     """A LambdaLR driving every param group's lr with ``multiplier``."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)

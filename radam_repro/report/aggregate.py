@@ -29,11 +29,27 @@ IGNORED_PREFIXES = ("logger.", "hydra.")
 PATH_LIKE = re.compile(r"(^|[._])(dir|path|root|file|folder)$")
 # Grouping keys come in this order (the paper's axes), then alphabetically.
 KEY_ORDER = (
-    "task.name", "optimizer.name", "optimizer.lr", "optimizer.warmup.kind", "optimizer.warmup.steps",
-    "optimizer.betas", "optimizer.eps", "optimizer.freeze_steps", "optimizer.threshold",
+    "task.name",
+    "optimizer.name",
+    "optimizer.lr",
+    "optimizer.warmup.kind",
+    "optimizer.warmup.steps",
+    "optimizer.betas",
+    "optimizer.eps",
+    "optimizer.freeze_steps",
+    "optimizer.threshold",
 )
 HIGHER_IS_BETTER = ("acc", "bleu")
-HEADLINE_METRICS = ("test/acc", "test/bleu", "test/ppl", "valid/acc", "valid/bleu", "valid/ppl", "test/loss", "valid/loss")
+HEADLINE_METRICS = (
+    "test/acc",
+    "test/bleu",
+    "test/ppl",
+    "valid/acc",
+    "valid/bleu",
+    "valid/ppl",
+    "test/loss",
+    "valid/loss",
+)
 MISSING = "<missing>"
 
 
@@ -71,7 +87,7 @@ class Stat:
     n: int
 
     @classmethod
-    def of(cls, values: list[float]) -> "Stat | None":
+    def of(cls, values: list[float]) -> Stat | None:
         values = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
         if not values:
             return None
@@ -131,7 +147,9 @@ class Aggregate:
 
     def label(self, group: Group) -> str:
         parts = [str(group.variant)]
-        parts += [f"{short_key(k)}={format_value(group.key.get(k))}" for k in self.label_keys[group.task, group.variant]]
+        parts += [
+            f"{short_key(k)}={format_value(group.key.get(k))}" for k in self.label_keys[group.task, group.variant]
+        ]
         return " ".join(parts)
 
     def headline(self, task: str) -> str | None:
@@ -144,8 +162,7 @@ def grouping_keys(configs: list[dict[str, Any]], ignore: tuple[str, ...] = ()) -
     """Flattened keys whose value differs between configs (missing counts as a value), minus ignored ones."""
     keys = {k for c in configs for k in c}
     varying = {
-        k for k in keys
-        if not is_ignored(k, ignore) and len({_hashable(c.get(k, MISSING)) for c in configs}) > 1
+        k for k in keys if not is_ignored(k, ignore) and len({_hashable(c.get(k, MISSING)) for c in configs}) > 1
     }
     varying.update(k for k in ("task.name", "optimizer.name") if k in keys)
     return sorted(varying, key=lambda k: (KEY_ORDER.index(k) if k in KEY_ORDER else len(KEY_ORDER), k))

@@ -7,8 +7,9 @@ lr x0.1 at the start of epochs 81 and 122, test accuracy after every epoch.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -51,7 +52,9 @@ class CifarTask(Task):
         self.steps_per_epoch = math.ceil(len(self.train_x) / cfg.batch_size)
         self.total_steps = cfg.epochs * self.steps_per_epoch
         self.clip_norm = cfg.clip_norm
-        self.decay = Decay(kind="step", milestones=[e * self.steps_per_epoch for e in cfg.decay_epochs], gamma=cfg.decay_gamma)
+        self.decay = Decay(
+            kind="step", milestones=[e * self.steps_per_epoch for e in cfg.decay_epochs], gamma=cfg.decay_gamma
+        )
 
     def _generator(self, *key: int) -> torch.Generator:
         return torch.Generator().manual_seed(hash((self.seed, *key)) % 2**63)

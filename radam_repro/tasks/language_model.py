@@ -9,8 +9,9 @@ epoch. ``lm1b_small`` is the same code on the staged held-out shard with a small
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -64,16 +65,23 @@ class LanguageModelTask(Task):
         self.name, self.cfg, self.device = cfg.name, cfg, device
         splits = ("train", "valid", "test")
         self.corpus = open_corpus(
-            cfg.data_dir, {s: getattr(cfg, f"{s}_files") for s in splits},
-            lines={s: getattr(cfg, f"{s}_lines") for s in splits}, keep_blank=cfg.keep_blank_lines,
-            threshold=cfg.unk_threshold, vocab_file=cfg.vocab_file, cache_dir=cfg.cache_dir)
+            cfg.data_dir,
+            {s: getattr(cfg, f"{s}_files") for s in splits},
+            lines={s: getattr(cfg, f"{s}_lines") for s in splits},
+            keep_blank=cfg.keep_blank_lines,
+            threshold=cfg.unk_threshold,
+            vocab_file=cfg.vocab_file,
+            cache_dir=cfg.cache_dir,
+        )
         self.vocab = self.corpus.vocab
         self.stream = ShardStream(self.corpus.splits["train"], cfg.batch_size, cfg.bptt, seed)
         self.model = LSTMLanguageModel(len(self.vocab), **asdict(cfg.model)).to(device)
         self.steps_per_epoch = self.stream.steps_per_epoch
         self.total_steps = cfg.epochs * self.steps_per_epoch
         self.clip_norm = cfg.clip_norm
-        self.decay = Decay(kind="step", milestones=[e * self.steps_per_epoch for e in cfg.decay_epochs], gamma=cfg.decay_gamma)
+        self.decay = Decay(
+            kind="step", milestones=[e * self.steps_per_epoch for e in cfg.decay_epochs], gamma=cfg.decay_gamma
+        )
         self.hidden: Hidden | None = None
         self.position: tuple[int, int] | None = None  # (epoch, index) of the batch that produced self.hidden
 
@@ -82,7 +90,8 @@ class LanguageModelTask(Task):
             if batch.index == start and not batch.reset and self.position != (epoch, start - 1):
                 raise RuntimeError(
                     f"the task's hidden state belongs to batch {self.position} (epoch, index), but training "
-                    f"continues at batch {start} of epoch {epoch}; load the task state_dict saved with that step")
+                    f"continues at batch {start} of epoch {epoch}; load the task state_dict saved with that step"
+                )
             yield batch.to(self.device)
 
     def shard(self, batch: LMBatch, rank: int, world: int) -> LMBatch:
@@ -91,8 +100,11 @@ class LanguageModelTask(Task):
         Each rank carries the hidden state of its own streams; the mean NLL over equal shards
         averages to the global batch's mean exactly.
         """
-        return replace(batch, inputs=shard_rows(batch.inputs, rank, world, dim=1),
-                       targets=shard_rows(batch.targets, rank, world, dim=1))
+        return replace(
+            batch,
+            inputs=shard_rows(batch.inputs, rank, world, dim=1),
+            targets=shard_rows(batch.targets, rank, world, dim=1),
+        )
 
     def loss(self, model: nn.Module, batch: LMBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Mean NLL per token of the window; the hidden state carries on to the next window."""
