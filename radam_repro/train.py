@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from radam_repro import distributed, optim, tasks
 from radam_repro.distributed import Ranks
 from radam_repro.loggers import Loggers, Silent
-from radam_repro.loggers.statistics import histogram_record, is_histogram_step, summarize_variance
+from radam_repro.loggers.statistics import adaptive_lr_row, histogram_record, is_histogram_step
 from radam_repro.preemption import Preemption
 from radam_repro.run_dir import RunDir, RunFolderInUse
 
@@ -262,7 +262,7 @@ def _train(cfg: DictConfig, run: RunDir, ranks: Ranks, started: float, preemptio
                 record = histogram_record(step, optimizer, names)
                 logs.histogram(step, record)
                 logs.log([{"step": step, "epoch": step / task.steps_per_epoch, "split": "train",
-                           "multiplier": _multiplier(optimizer), **summarize_variance(record["adaptive_lr_var"])}])
+                           "multiplier": _multiplier(optimizer), **adaptive_lr_row(record)}])
             optimizer.zero_grad(set_to_none=True)
 
             if step % cfg.trainer.log_every == 0 or step == max_steps:

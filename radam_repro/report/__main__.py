@@ -14,7 +14,7 @@ from pathlib import Path
 from radam_repro.report.aggregate import IGNORED_KEYS, aggregate
 from radam_repro.report.figures import write_figures
 from radam_repro.report.runs import load_runs
-from radam_repro.report.tables import PAPER_YAML, load_paper, write_tables
+from radam_repro.report.tables import PAPER_YAML, Solved, load_paper, write_tables
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--ignore", action="append", default=[], metavar="KEY",
                         help="another config key (or prefix) to leave out of the grouping; repeatable")
     parser.add_argument("--no-figures", action="store_true", help="tables only")
+    parser.add_argument("--solved", type=_solved, metavar="METRIC<VALUE",
+                        help="count runs whose final metric passes this test, e.g. 'valid/loss<0.1': a solved "
+                             "column per group and, over an lr x horizon grid, heatmaps of the solved fraction")
     args = parser.parse_args(argv)
     out = args.out or Path("results") / args.folders[0].resolve().name
 
@@ -41,11 +44,18 @@ def main(argv: list[str] | None = None) -> Path:
     for run in [r for r in runs if r.status != "completed" or r.problems]:
         print(f"[report] {run.status:<10} {run.path}" + (f"  ({'; '.join(run.problems)})" if run.problems else ""))
 
-    figures = [] if args.no_figures else write_figures(agg, out / "figures")
+    figures = [] if args.no_figures else write_figures(agg, out / "figures", solved=args.solved)
     command = "python -m radam_repro.report " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    report = write_tables(agg, paper, out, command=command, figures=figures)
+    report = write_tables(agg, paper, out, command=command, figures=figures, solved=args.solved)
     print(f"[report] wrote {report}, {out / 'summary.csv'}, {out / 'runs.csv'} and {len(figures)} figures")
     return out
+
+
+def _solved(text: str) -> Solved:
+    try:
+        return Solved.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 if __name__ == "__main__":

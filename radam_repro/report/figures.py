@@ -7,6 +7,9 @@
 * ``warmup_length_<task>``: headline metric vs linear-warmup length per lr, RAdam dashed (Fig. 7).
 * ``grad_hist_<task>``: heat maps of the log|g| histograms over steps per group (Fig. 2/3).
 * ``adaptive_lr_<task>``: ``multiplier`` and every logged ``adaptive_lr/*`` statistic vs step.
+* ``robustness_<task>_<variant>``: over a grid of lr x one other key of the variant (its warmup horizon:
+  warmup steps, RAdam's beta2 read as nu = 2 / (1 - beta2), Adam-2k's K, Adam-eps's eps), heat maps of the
+  fraction of seeds solved (with ``solved``) and of the mean final metric (the paper's Fig. 6/7 as a map).
 
 Curves are means over a group's seeds with a min-max band.
 """
@@ -27,6 +30,7 @@ from matplotlib.colors import LogNorm  # noqa: E402
 
 from radam_repro.report.aggregate import Aggregate, Group, format_value, higher_is_better, sort_key  # noqa: E402
 from radam_repro.report.runs import Run  # noqa: E402
+from radam_repro.report.tables import Solved  # noqa: E402
 
 LR = "optimizer.lr"
 MAX_HISTOGRAM_PANELS = 12
@@ -34,22 +38,22 @@ HISTOGRAM_LABELS = {"log_abs_grad": "ln|g|", "log_abs_exp_avg": "ln|m|", "log_ab
 DPI = 110
 
 
-def write_figures(agg: Aggregate, out: Path) -> list[Path]:
+def write_figures(agg: Aggregate, out: Path, solved: Solved | None = None) -> list[Path]:
     """Every figure the runs have data for; a figure that fails is reported and skipped."""
     out.mkdir(parents=True, exist_ok=True)
-    makers: list[Callable[[Aggregate, str, Path], Path | None]] = [
+    makers: list[Callable[[Aggregate, str, Path], Path | list[Path] | None]] = [
         train_loss, eval_curves, lr_robustness, warmup_length, gradient_histograms, adaptive_lr_statistics,
+        lambda agg, task, out: robustness_heatmaps(agg, task, out, solved),
     ]
     written = []
     for task in agg.tasks():
         for make in makers:
             try:
-                path = make(agg, task, out)
+                paths = make(agg, task, out)
             except Exception as e:  # noqa: BLE001 - one bad figure must not cost the whole report
                 print(f"[report] figure {make.__name__} for {task} skipped: {type(e).__name__}: {e}")
                 continue
-            if path is not None:
-                written.append(path)
+            written += paths if isinstance(paths, list) else [paths] if paths is not None else []
     return written
 
 
@@ -166,6 +170,72 @@ def warmup_length(agg: Aggregate, task: str, out: Path) -> Path | None:
     _legend(fig, axes)
     fig.suptitle(f"{task}: warmup length vs RAdam (paper Fig. 7); mean ± std over seeds")
     return _save(fig, out / f"warmup_length_{task}.png")
+
+
+def robustness_heatmaps(agg: Aggregate, task: str, out: Path, solved: Solved | None = None) -> list[Path]:
+    """Per variant whose groups span >= 2 lrs x >= 2 values of exactly one other key: heat maps over the grid
+    of the fraction of seeds solved (with ``solved``) and of the mean final metric over completed seeds."""
+    metric = solved.metric if solved else agg.headline(task)
+    written = []
+    for (task_name, variant), keys in agg.label_keys.items():
+        axes_keys = [k for k in keys if k != LR]
+        groups = [g for g in agg.of_task(task) if g.variant == variant]
+        if task_name != task or LR not in keys or len(axes_keys) != 1 or metric is None:
+            continue
+        key = axes_keys[0]
+        lrs = sorted({g.key[LR] for g in groups}, key=sort_key)
+        horizons = sorted({_hashable(g.key[key]) for g in groups}, key=_horizon_sort)
+        cell = {(lrs.index(g.key[LR]), horizons.index(_hashable(g.key[key]))): g for g in groups}
+        panels = [("solved", f"fraction of seeds solved ({solved})")] if solved else []
+        panels.append(("mean", f"mean final {metric} (completed seeds)"))
+        fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels) + 1, 4.2), squeeze=False, layout="constrained")
+        for ax, (kind, title) in zip(axes[0], panels):
+            grid = np.full((len(horizons), len(lrs)), np.nan)
+            for (i, j), g in cell.items():
+                if kind == "solved":
+                    k, n = solved.count(g)
+                    grid[j, i], text = k / n, f"{k}/{n}"
+                else:
+                    stat = g.final.get(metric)
+                    grid[j, i] = np.nan if stat is None else stat.mean
+                    text = "—" if stat is None else f"{stat.mean:.2g}"
+                    text += f"\n{g.count('diverged')} div." if g.count("diverged") else ""
+                ax.text(i, j, text, ha="center", va="center", fontsize=9,
+                        bbox={"boxstyle": "round", "fc": "white", "alpha": 0.7, "lw": 0})
+            if kind == "solved":
+                image = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=1, origin="lower", aspect="auto")
+            else:
+                positive = np.nanmin(grid) > 0 if np.isfinite(grid).any() else False
+                norm = LogNorm(vmin=np.nanmin(grid), vmax=max(np.nanmax(grid), np.nanmin(grid) * 10)) if positive else None
+                cmap = "viridis" if higher_is_better(metric) else "viridis_r"
+                image = ax.imshow(grid, cmap=cmap, norm=norm, origin="lower", aspect="auto")
+            fig.colorbar(image, ax=ax, shrink=0.85)
+            ax.set_xticks(range(len(lrs)), [format_value(v) for v in lrs])
+            ax.set_yticks(range(len(horizons)), [_horizon_label(key, v) for v in horizons])
+            ax.set(xlabel="learning rate", ylabel=_horizon_name(key), title=title)
+        seeds = sorted({len(g.runs) for g in groups})
+        fig.suptitle(f"{task}: {variant}, lr x {_horizon_name(key)} ({'/'.join(map(str, seeds))} seeds per cell)")
+        written.append(_save(fig, out / f"robustness_{task}_{variant}.png"))
+    return written
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _horizon_sort(value: Any) -> tuple:
+    return sort_key(value[-1] if isinstance(value, tuple) and value else value)
+
+
+def _horizon_name(key: str) -> str:
+    return {"optimizer.betas": "beta2 (nu = 2 / (1 - beta2))", "optimizer.warmup.steps": "linear warmup steps W",
+            "optimizer.freeze_steps": "frozen steps K", "optimizer.eps": "eps"}.get(key, key.removeprefix("optimizer."))
+
+
+def _horizon_label(key: str, value: Any) -> str:
+    if key == "optimizer.betas" and isinstance(value, tuple) and value[-1] < 1:
+        return f"{value[-1]:g} (nu = {2 / (1 - value[-1]):.0f})"
+    return format_value(value)
 
 
 # -- optimizer internals -------------------------------------------------------------------------
