@@ -110,8 +110,8 @@ def summarize_variance(per_layer: dict[str, float]) -> dict[str, float]:
 
 def histogram_record(step: int, optimizer: torch.optim.Optimizer, names: dict[torch.Tensor, str]) -> dict[str, Any]:
     """The ``histograms/step_XXXXXXX.json`` record of the run folder contract."""
-    return {"step": step, "hist": optimizer_histograms(optimizer), "adaptive_lr_var": adaptive_lr_variance(optimizer, names),
-            **eps_dominated_fraction(optimizer)}
+    return {"step": step, "hist": optimizer_histograms(optimizer),
+            "adaptive_lr_var": adaptive_lr_variance(optimizer, names), **eps_dominated_fraction(optimizer)}
 
 
 def adaptive_lr_row(record: dict[str, Any]) -> dict[str, float]:

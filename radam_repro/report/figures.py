@@ -188,7 +188,8 @@ def robustness_heatmaps(agg: Aggregate, task: str, out: Path, solved: Solved | N
         cell = {(lrs.index(g.key[LR]), horizons.index(_hashable(g.key[key]))): g for g in groups}
         panels = [("solved", f"fraction of seeds solved ({solved})")] if solved else []
         panels.append(("mean", f"mean final {metric} (completed seeds)"))
-        fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels) + 1, 4.2), squeeze=False, layout="constrained")
+        fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels) + 1, 4.2), squeeze=False,
+                                 layout="constrained")
         for ax, (kind, title) in zip(axes[0], panels):
             grid = np.full((len(horizons), len(lrs)), np.nan)
             for (i, j), g in cell.items():
@@ -205,8 +206,9 @@ def robustness_heatmaps(agg: Aggregate, task: str, out: Path, solved: Solved | N
             if kind == "solved":
                 image = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=1, origin="lower", aspect="auto")
             else:
-                positive = np.nanmin(grid) > 0 if np.isfinite(grid).any() else False
-                norm = LogNorm(vmin=np.nanmin(grid), vmax=max(np.nanmax(grid), np.nanmin(grid) * 10)) if positive else None
+                finite = grid[np.isfinite(grid)]
+                wide = finite.size > 0 and finite.min() > 0 and finite.max() / finite.min() > 10  # log scale
+                norm = LogNorm(vmin=finite.min(), vmax=finite.max()) if wide else None
                 cmap = "viridis" if higher_is_better(metric) else "viridis_r"
                 image = ax.imshow(grid, cmap=cmap, norm=norm, origin="lower", aspect="auto")
             fig.colorbar(image, ax=ax, shrink=0.85)
@@ -214,7 +216,7 @@ def robustness_heatmaps(agg: Aggregate, task: str, out: Path, solved: Solved | N
             ax.set_yticks(range(len(horizons)), [_horizon_label(key, v) for v in horizons])
             ax.set(xlabel="learning rate", ylabel=_horizon_name(key), title=title)
         seeds = sorted({len(g.runs) for g in groups})
-        fig.suptitle(f"{task}: {variant}, lr x {_horizon_name(key)} ({'/'.join(map(str, seeds))} seeds per cell)")
+        fig.suptitle(f"{task}: {variant}, lr x {_horizon_name(key)}; runs per cell: {'/'.join(map(str, seeds))}")
         written.append(_save(fig, out / f"robustness_{task}_{variant}.png"))
     return written
 
@@ -234,7 +236,7 @@ def _horizon_name(key: str) -> str:
 
 def _horizon_label(key: str, value: Any) -> str:
     if key == "optimizer.betas" and isinstance(value, tuple) and value[-1] < 1:
-        return f"{value[-1]:g} (nu = {2 / (1 - value[-1]):.0f})"
+        return f"{value[-1]:g} (nu = {2 / (1 - value[-1]):.3g})"
     return format_value(value)
 
 

@@ -16,6 +16,8 @@ from radam_repro.report.aggregate import Aggregate, Group, Stat, flatten, format
 from radam_repro.report.runs import STATUSES, Run
 
 PAPER_YAML = Path(__file__).resolve().parent / "paper.yaml"
+COMPARISONS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 EXTRA_METRICS = 4  # final metrics shown per task table besides the headline and train/loss
 
 
@@ -30,11 +32,9 @@ class Solved:
     op: str
     threshold: float
 
-    OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
-
     @classmethod
-    def parse(cls, text: str) -> "Solved":
-        match = re.fullmatch(r"\s*([\w/.-]+)\s*(<=|>=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*", text or "")
+    def parse(cls, text: str) -> Solved:
+        match = re.fullmatch(rf"\s*([\w/.-]+)\s*(<=|>=|<|>)\s*({NUMBER})\s*", text or "")
         if not match:
             raise ValueError(f"cannot read the solved criterion {text!r}: write METRIC<VALUE, e.g. 'valid/loss<0.1' "
                              "(operators <, <=, >, >=; METRIC a final metric such as valid/loss or test/acc)")
@@ -45,7 +45,7 @@ class Solved:
 
     def __call__(self, run: Run) -> bool:
         value = run.final().get(self.metric) if run.status == "completed" else None
-        return isinstance(value, (int, float)) and math.isfinite(value) and self.OPS[self.op](value, self.threshold)
+        return isinstance(value, (int, float)) and math.isfinite(value) and COMPARISONS[self.op](value, self.threshold)
 
     def count(self, group: Group) -> tuple[int, int]:
         """(solved runs, all runs) of a group."""
@@ -146,8 +146,8 @@ def markdown(agg: Aggregate, paper: list[PaperEntry], out: Path, *, command: str
         "",
         "Cells read mean ± sample std over the completed seeds (n/a for a single seed); diverged, failed and "
         "unfinished runs are counted, never averaged. `train/*` values are the mean of a run's last 10 logged training values."
-        + (f" A run is solved when its final `{solved.metric}` {solved.op} {solved.threshold:g}; the solved column counts "
-           "solved runs over all runs of the group (diverged, failed and unfinished ones count as not solved)."
+        + (f" A run is solved when its final `{solved.metric}` {solved.op} {solved.threshold:g}; the solved column "
+           "counts solved runs over all runs of the group (diverged, failed and unfinished ones count as not solved)."
            if solved else ""),
         "",
     ]

@@ -88,7 +88,7 @@ class SyntheticConfig:
     batch_size: int = 64
     max_update: int = 500
     steps_per_epoch: int = 100
-    decay_start: Optional[float] = None  # linear decay to 0 from this fraction of max_update (None: fairseq, after the warmup)
+    decay_start: Optional[float] = None  # linear decay to 0 from this fraction of T (None: fairseq's, after a warmup)
     label_smoothing: float = 0.0
     clip_norm: float = 0.0
     valid_batches: int = 4
