@@ -97,3 +97,24 @@ def test_solved_counts_only_completed_runs_below_the_threshold():
     assert Solved.parse("test/acc >= 0.9")(Run(None, {}, {"final": {"test/acc": 0.9}}, [], "completed"))
     with pytest.raises(ValueError, match="write METRIC<VALUE"):
         Solved.parse("valid/loss=0.1")
+
+
+def test_heat_map_axis_takes_keys_that_move_with_the_horizon(tmp_path):
+    """Adam-2k's run length T + K moves with K: still one map, K on its axis, the solved counts in its cells."""
+    from radam_repro.report.aggregate import aggregate
+    from radam_repro.report.figures import robustness_heatmaps
+
+    runs = []
+    for lr in (1e-3, 1e-2):
+        for k in (5, 42):
+            for seed in (1, 2):
+                config = {"seed": seed, "task": {"name": "toy", "max_update": 500 + k},
+                          "optimizer": {"name": "adam_2k", "lr": lr, "freeze_steps": k}}
+                loss = 0.05 if (lr, k, seed) != (1e-2, 5, 2) else 3.0
+                runs.append(Run(tmp_path / f"{lr}-{k}-{seed}", config, {"final": {"valid/loss": loss}}, [], "completed"))
+    agg = aggregate(runs)
+    [path] = robustness_heatmaps(agg, "toy", tmp_path, Solved.parse("valid/loss<0.1"))
+    assert path.name == "robustness_toy_adam_2k.png" and matplotlib.image.imread(path).std() > 0.05
+    counts = {(g.key["optimizer.lr"], g.key["optimizer.freeze_steps"]): Solved.parse("valid/loss<0.1").count(g)
+              for g in agg.groups}
+    assert counts == {(1e-3, 5): (2, 2), (1e-3, 42): (2, 2), (1e-2, 5): (1, 2), (1e-2, 42): (2, 2)}

@@ -41,9 +41,11 @@ DPI = 110
 def write_figures(agg: Aggregate, out: Path, solved: Solved | None = None) -> list[Path]:
     """Every figure the runs have data for; a figure that fails is reported and skipped."""
     out.mkdir(parents=True, exist_ok=True)
+    def robustness(agg: Aggregate, task: str, out: Path) -> list[Path]:
+        return robustness_heatmaps(agg, task, out, solved)
+
     makers: list[Callable[[Aggregate, str, Path], Path | list[Path] | None]] = [
-        train_loss, eval_curves, lr_robustness, warmup_length, gradient_histograms, adaptive_lr_statistics,
-        lambda agg, task, out: robustness_heatmaps(agg, task, out, solved),
+        train_loss, eval_curves, lr_robustness, warmup_length, gradient_histograms, adaptive_lr_statistics, robustness,
     ]
     written = []
     for task in agg.tasks():
@@ -173,16 +175,20 @@ def warmup_length(agg: Aggregate, task: str, out: Path) -> Path | None:
 
 
 def robustness_heatmaps(agg: Aggregate, task: str, out: Path, solved: Solved | None = None) -> list[Path]:
-    """Per variant whose groups span >= 2 lrs x >= 2 values of exactly one other key: heat maps over the grid
-    of the fraction of seeds solved (with ``solved``) and of the mean final metric over completed seeds."""
+    """Per variant whose groups span >= 2 lrs x >= 2 values of one other key (keys that move with it, such as
+    Adam-2k's run length with its K, ride along): heat maps over the grid of the fraction of seeds solved (with
+    ``solved``) and of the mean final metric over completed seeds."""
     metric = solved.metric if solved else agg.headline(task)
     written = []
     for (task_name, variant), keys in agg.label_keys.items():
         axes_keys = [k for k in keys if k != LR]
         groups = [g for g in agg.of_task(task) if g.variant == variant]
-        if task_name != task or LR not in keys or len(axes_keys) != 1 or metric is None:
+        if task_name != task or LR not in keys or not axes_keys or metric is None:
             continue
         key = axes_keys[0]
+        combinations = {tuple(_hashable(g.key[k]) for k in axes_keys) for g in groups}
+        if len(combinations) != len({_hashable(g.key[key]) for g in groups}):
+            continue  # a second independent axis: not a 2-D grid
         lrs = sorted({g.key[LR] for g in groups}, key=sort_key)
         horizons = sorted({_hashable(g.key[key]) for g in groups}, key=_horizon_sort)
         cell = {(lrs.index(g.key[LR]), horizons.index(_hashable(g.key[key]))): g for g in groups}
