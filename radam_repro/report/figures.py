@@ -129,7 +129,7 @@ def lr_robustness(agg: Aggregate, task: str, out: Path) -> Path | None:
     """Fig. 6: final and best headline metric vs lr, one line per group without its lr."""
     metric = agg.headline(task)
     groups = [g for g in agg.of_task(task) if isinstance(g.key.get(LR), (int, float))]
-    if metric is None or len({g.key[LR] for g in groups}) < 2:
+    if metric is None or not _lr_varies(groups):
         return None
     series = _series(agg, groups, drop=LR)
     fig, axes = plt.subplots(1, 2, figsize=(14, 4.8), sharey=True, layout="constrained")
@@ -323,9 +323,17 @@ def _config(group: Group, *path: str) -> Any:
     return node
 
 
+def _lr_varies(groups: list[Group]) -> bool:
+    """Whether some variant ran at several lrs (one lr per variant, as Adam-2k's own, does not count)."""
+    lrs: dict[str, set] = defaultdict(set)
+    for g in groups:
+        lrs[g.variant].add(_hashable(g.key.get(LR)))
+    return any(len(v) > 1 for v in lrs.values())
+
+
 def _panels(agg: Aggregate, task: str, groups: list[Group]) -> dict[str, list[Group]]:
-    """One panel per lr when the task's groups differ in lr, else one panel."""
-    if LR not in agg.task_keys(task):
+    """One panel per lr when some variant ran at several lrs, else one panel."""
+    if LR not in agg.task_keys(task) or not _lr_varies(groups):
         return {"": groups}
     panels: dict[str, list[Group]] = defaultdict(list)
     for g in sorted(groups, key=lambda g: sort_key(g.key.get(LR))):
