@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 
 import matplotlib.image
 import pytest
@@ -15,9 +14,9 @@ import yaml
 from radam_repro.report.runs import Run
 from radam_repro.report.tables import Solved
 
-CHANCE = math.log(32)  # uniform over the 32-symbol vocabulary
 SOLVED = 0.1  # nats: the demo's solved threshold (final valid loss)
 SEEDS = (6, 7, 8)  # not the reference's 1-5
+VARIANTS = ("adam", "adam_warmup", "radam", "adam_2k")
 
 
 def final_losses(sweep):
@@ -35,34 +34,36 @@ def demo_sweep(tmp_path_factory):
     from conftest import run_cli
 
     runs = tmp_path_factory.mktemp("demo") / "runs"
-    proc = run_cli("experiment=demo", "optimizer=adam,adam_warmup,radam", "seed=" + ",".join(map(str, SEEDS)),
+    proc = run_cli("experiment=demo", "optimizer=" + ",".join(VARIANTS), "seed=" + ",".join(map(str, SEEDS)),
                    runs=runs, timeout=2400)
     return runs / "demo", proc
 
 
 @pytest.mark.slow
 def test_demo_recipe_reproduces_the_papers_outcome_on_fresh_seeds(demo_sweep):
+    """README "What the demo shows": Adam-vanilla never solves (it leaves chance slowly, ~2.5 nats after 500
+    updates on the reference seeds), while the linear warmup, RAdam with nu = W and Adam-2k solve on every seed."""
     sweep, _ = demo_sweep
     loss = final_losses(sweep)
-    assert set(loss) == {(v, s) for v in ("adam", "adam_warmup", "radam") for s in SEEDS}
+    assert set(loss) == {(v, s) for v in VARIANTS for s in SEEDS}
     for seed in SEEDS:
-        assert loss["adam", seed] > CHANCE - 0.1, f"post-LN Adam without warmup should stay at chance (seed {seed})"
-        assert loss["adam_warmup", seed] < SOLVED, f"linear warmup should solve the task (seed {seed})"
-        assert loss["radam", seed] < SOLVED, f"RAdam (nu = W) should solve the task (seed {seed})"
+        assert loss["adam", seed] > 1.0, f"post-LN Adam without warmup should not learn the task (seed {seed})"
+        for variant in ("adam_warmup", "radam", "adam_2k"):
+            assert loss[variant, seed] < SOLVED, f"{variant} should solve the task (seed {seed})"
 
 
 @pytest.mark.slow
 def test_demo_prints_the_verdict_and_the_table_and_writes_the_report(demo_sweep):
     sweep, proc = demo_sweep
-    assert "chance = ln 32 = 3.47; solved (valid/loss<0.1) on every run: adam_warmup (3/3), radam (3/3)" in proc.stdout
-    assert "on none: adam (0/3)." in proc.stdout
+    assert ("chance = ln 32 = 3.47; solved (valid/loss<0.1) on every run: adam_2k (3/3), adam_warmup (3/3), "
+            "radam (3/3); on none: adam (0/3).") in proc.stdout
     assert "| variant | seed | status |" in proc.stdout and "| radam | 6 | completed |" in proc.stdout
-    assert (sweep / "table.md").read_text().count("| completed |") == 9
+    assert (sweep / "table.md").read_text().count("| completed |") == 12
     report = sweep / "report"
     text = (report / "report.md").read_text()
     assert "solved (valid/loss<0.1)" in text and "| 3/3 |" in text and "| 0/3 |" in text
     with (report / "runs.csv").open() as f:
-        assert sum(1 for row in csv.DictReader(f) if row["status"] == "completed") == 9
+        assert sum(1 for row in csv.DictReader(f) if row["status"] == "completed") == 12
     figure = report / "figures" / "train_loss_nmt_synthetic.png"
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     pixels = matplotlib.image.imread(figure)
