@@ -7,9 +7,9 @@
 * ``warmup_length_<task>``: headline metric vs linear-warmup length per lr, RAdam dashed (Fig. 7).
 * ``grad_hist_<task>``: heat maps of the log|g| histograms over steps per group (Fig. 2/3).
 * ``adaptive_lr_<task>``: ``multiplier`` and every logged ``adaptive_lr/*`` statistic vs step.
-* ``robustness_<task>_<variant>``: over a grid of lr x one other key of the variant (its warmup horizon:
-  warmup steps, RAdam's beta2 read as nu = 2 / (1 - beta2), Adam-2k's K, Adam-eps's eps), heat maps of the
-  fraction of seeds solved (with ``solved``) and of the mean final metric (the paper's Fig. 6/7 as a map).
+* ``robustness_<task>_<variant>`` (with a ``solved`` criterion): over a grid of lr x one other key of the
+  variant (its warmup horizon: warmup steps, RAdam's beta2 read as nu = 2 / (1 - beta2), Adam-2k's K,
+  Adam-eps's eps), heat maps of the fraction of seeds solved and of the mean final metric (Fig. 6/7 as a map).
 
 Curves are means over a group's seeds with a min-max band.
 """
@@ -177,13 +177,15 @@ def warmup_length(agg: Aggregate, task: str, out: Path) -> Path | None:
 def robustness_heatmaps(agg: Aggregate, task: str, out: Path, solved: Solved | None = None) -> list[Path]:
     """Per variant whose groups span >= 2 lrs x >= 2 values of one other key (keys that move with it, such as
     Adam-2k's run length with its K, ride along): heat maps over the grid of the fraction of seeds solved (with
-    ``solved``) and of the mean final metric over completed seeds."""
-    metric = solved.metric if solved else agg.headline(task)
+    ``solved``) and of the mean final metric over completed seeds. Drawn only with a ``solved`` criterion."""
+    if solved is None:
+        return []
+    metric = solved.metric
     written = []
     for (task_name, variant), keys in agg.label_keys.items():
         axes_keys = [k for k in keys if k != LR]
         groups = [g for g in agg.of_task(task) if g.variant == variant]
-        if task_name != task or LR not in keys or not axes_keys or metric is None:
+        if task_name != task or LR not in keys or not axes_keys:
             continue
         key = axes_keys[0]
         combinations = {tuple(_hashable(g.key[k]) for k in axes_keys) for g in groups}
@@ -192,8 +194,7 @@ def robustness_heatmaps(agg: Aggregate, task: str, out: Path, solved: Solved | N
         lrs = sorted({g.key[LR] for g in groups}, key=sort_key)
         horizons = sorted({_hashable(g.key[key]) for g in groups}, key=_horizon_sort)
         cell = {(lrs.index(g.key[LR]), horizons.index(_hashable(g.key[key]))): g for g in groups}
-        panels = [("solved", f"fraction of seeds solved ({solved})")] if solved else []
-        panels.append(("mean", f"mean final {metric} (completed seeds)"))
+        panels = [("solved", f"fraction of seeds solved ({solved})"), ("mean", f"mean final {metric} (completed seeds)")]
         fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels) + 1, 4.2), squeeze=False,
                                  layout="constrained")
         for ax, (kind, title) in zip(axes[0], panels):
