@@ -194,7 +194,8 @@ def robustness_heatmaps(agg: Aggregate, task: str, out: Path, solved: Solved | N
         lrs = sorted({g.key[LR] for g in groups}, key=sort_key)
         horizons = sorted({_hashable(g.key[key]) for g in groups}, key=_horizon_sort)
         cell = {(lrs.index(g.key[LR]), horizons.index(_hashable(g.key[key]))): g for g in groups}
-        panels = [("solved", f"fraction of seeds solved ({solved})"), ("mean", f"mean final {metric} (completed seeds)")]
+        panels = [("solved", f"fraction of seeds solved ({solved})"),
+                  ("mean", f"mean final {metric} (completed seeds)")]
         fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels) + 1, 4.2), squeeze=False,
                                  layout="constrained")
         for ax, (kind, title) in zip(axes[0], panels):
