@@ -84,6 +84,10 @@ def test_robustness_map_renders_its_heat_maps_from_a_tiny_grid(cli):
     assert not list(figures.glob("robustness_*adam_2k*"))  # only the variants that ran
     text = (sweep / "report" / "report.md").read_text()
     assert "robustness_nmt_synthetic_radam.png" in text and "| 0/1 |" in text
+    from radam_repro.report.__main__ import main as report  # the experiment's criterion, read from multirun.yaml
+
+    again = report([str(sweep), "--out", str(cli.runs / "again"), "--no-figures"])
+    assert "| solved (valid/loss<0.1) |" in (again / "report.md").read_text()
     rows = [json.loads(line) for line in next(sweep.glob("*radam_nu10*")).joinpath("metrics.jsonl").open()]
     eps_rows = [r for r in rows if "adaptive_lr/eps_dominated" in r]
     assert [r["step"] for r in eps_rows] == [1] and 0.0 <= eps_rows[0]["adaptive_lr/eps_dominated"] <= 1.0

@@ -11,6 +11,8 @@ import shlex
 import sys
 from pathlib import Path
 
+import yaml
+
 from radam_repro.report.aggregate import IGNORED_KEYS, aggregate
 from radam_repro.report.figures import write_figures
 from radam_repro.report.runs import load_runs
@@ -31,6 +33,7 @@ def main(argv: list[str] | None = None) -> Path:
     args = parser.parse_args(argv)
     out = args.out or Path("results") / args.folders[0].resolve().name
 
+    args.solved = args.solved or _experiment_solved(args.folders)
     runs = load_runs(args.folders)
     if not runs:
         parser.error(f"no run folders (with config.yaml or summary.json) under {', '.join(map(str, args.folders))}")
@@ -49,6 +52,19 @@ def main(argv: list[str] | None = None) -> Path:
     report = write_tables(agg, paper, out, command=command, figures=figures, solved=args.solved)
     print(f"[report] wrote {report}, {out / 'summary.csv'}, {out / 'runs.csv'} and {len(figures)} figures")
     return out
+
+
+def _experiment_solved(folders: list[Path]) -> Solved | None:
+    """The ``solved`` criterion an experiment gave its SweepReport callback, read from a sweep's multirun.yaml."""
+    for folder in folders:
+        path = folder / "multirun.yaml"
+        if path.is_file():
+            callbacks = ((yaml.safe_load(path.read_text()) or {}).get("hydra") or {}).get("callbacks") or {}
+            text = (callbacks.get("sweep_report") or {}).get("solved")
+            if text:
+                print(f"[report] solved criterion from {path}: {text}")
+                return Solved.parse(text)
+    return None
 
 
 def _solved(text: str) -> Solved:
