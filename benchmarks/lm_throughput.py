@@ -78,7 +78,7 @@ def run(name, device, dtype, batch_size, bptt, warmup, steps) -> tuple[float, fl
         return batch.targets.numel()
 
     our_rate = measure(our_step, ShardStream([shard], batch_size, bptt, seed=0).batches(0), device, warmup, steps)
-    del ours, our_step, state  # free the full model before building the reference
+    ours = state = our_step = None  # free the full model before building the reference
     reference = Reference(vocab, **spec).to(device)
     windows = torch.from_numpy(shard[:-1].astype(np.int64)).view(batch_size, -1).T.contiguous().to(device)
     shifted = torch.from_numpy(shard[1:].astype(np.int64)).view(batch_size, -1).T.contiguous().to(device)

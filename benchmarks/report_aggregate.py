@@ -1,6 +1,6 @@
 """How long the report takes to read and aggregate many run folders (target: 1,000 folders < 10 s).
 
-Builds synthetic run folders (DESIGN.md's contract: config.yaml, meta.json, metrics.jsonl,
+Builds synthetic run folders (the run-folder contract in README.md: config.yaml, meta.json, metrics.jsonl,
 summary.json) in a temporary folder, then times, in the same process:
 
 * reference: reading every file and parsing it (json.loads of every metrics line and JSON file,
@@ -41,7 +41,7 @@ def config(variant: str, lr: float, seed: int) -> dict:
                       "momentum": 0.9, "nesterov": False,
                       "warmup": {"kind": "linear" if variant == "adam_warmup" else "none", "steps": 500, "init_lr": 0.0}},
         "task": {"name": "cifar10", "data_dir": "/data/cifar10", "batch_size": 128, "epochs": 164,
-                 "milestones": [81, 122], "gamma": 0.1, "depth": 20, "augment": True},
+                 "decay_epochs": [81, 122], "decay_gamma": 0.1, "depth": 20, "augment": True},
         "trainer": {"max_steps": 5000, "device": "cpu", "precision": "fp32", "compile": False, "eval_every": 500,
                     "log_every": 20, "checkpoint_every": 1000, "keep_checkpoints": 1, "histograms": True,
                     "threads": 1, "resume": True, "progress": False},

@@ -9,8 +9,8 @@
 #   DATA_ROOT/lm1b/1-billion-word-language-modeling-benchmark-r13output/
 #     training-monolingual.tokenized.shuffled/news.en-000NN-of-00100          (99 shards, about 4 GB)
 #     heldout-monolingual.tokenized.shuffled/news.en.heldout-000NN-of-00050   (50 shards)
-#     radam_repro_cache/vocab-t3-<inputs hash>.tsv, tokens-<vocab hash>/*.npy (int32, about 3.3 GB)
-# If that folder is read-only, the cache goes to $RADAM_REPRO_CACHE (default ~/.cache/radam_repro)/lm.
+# and the cache: $RADAM_REPRO_CACHE/lm (default ~/.cache/radam_repro/lm; the data folder may stay read-only):
+#     vocab-t3-<inputs hash>.tsv, tokens-<vocab hash>/*.npy (int32, about 3.3 GB)
 # Counting and encoding take a few tens of minutes on one core; it is done once, and training
 # would otherwise do it on its first start.
 set -euo pipefail

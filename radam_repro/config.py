@@ -8,11 +8,14 @@ valid choices. Task configs differ per task and are validated by each task's bui
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
+from enum import Enum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+from radam_repro.optim.registry import OPTIMIZERS, OptimInfo
 
 
 @dataclass
@@ -20,24 +23,6 @@ class WarmupConfig:
     kind: str = "none"  # none | linear | exponential | untuned_linear | untuned_exponential
     steps: int = 0  # W for linear, tau for exponential
     init_lr: float = 0.0  # fairseq --warmup-init-lr (absolute lr at update 0)
-
-
-@dataclass
-class OptimizerConfig:
-    name: str = MISSING  # the paper's variant name: adam, adam_warmup, adam_2k, adam_eps, radam, ...
-    algorithm: str = MISSING  # adam | adam_2k | radam | simplified_radam | sgd
-    lr: float = 1e-3
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    decoupled_weight_decay: bool = True
-    eps_placement: str = "sqrt_v"  # sqrt_v (paper, fairseq, official, torch RAdam) | sqrt_vhat (torch Adam)
-    threshold: float = 5.0  # RAdam: rectify while rho_t > threshold (4 paper, 5 code)
-    degenerated_to_sgd: bool = True  # RAdam below the threshold: SGD-momentum step (True) or no step
-    freeze_steps: int = 0  # Adam-2k
-    momentum: float = 0.9  # SGD
-    nesterov: bool = False  # SGD
-    warmup: WarmupConfig = field(default_factory=WarmupConfig)
 
 
 @dataclass
@@ -50,25 +35,35 @@ class TrainerConfig:
     eval_every: Optional[int] = None  # steps between evaluations; None: once per epoch
     log_every: int = 20  # steps between logged training points
     checkpoint_every: int = 1000  # steps between checkpoints (and one at the end)
-    keep_checkpoints: int = 1  # step checkpoints kept besides latest.pt (tasks that average need more)
+    keep_checkpoints: int = 1  # step checkpoints kept besides latest.pt, at least what the task's final evaluation needs
     histograms: bool = True  # log|g|, log|m|, log|v| histograms at the paper's steps
     threads: Optional[int] = None  # torch CPU threads; None: torch's default
-    resume: bool = True  # resume from the run folder's latest checkpoint
+    resume: bool = True  # resume from the run folder's latest checkpoint; false moves an earlier run aside
+    lock_lease_s: float = 300.0  # the folder lock is stale once untouched this long (its owner refreshes it)
     progress: bool = True  # tqdm progress bar
+
+
+class WandbMode(Enum):
+    """``logger.mode``: an Enum, so that a typo fails while Hydra composes, naming the key and the valid values."""
+
+    online = "online"
+    offline = "offline"
+    disabled = "disabled"
 
 
 @dataclass
 class LoggerConfig:
     kind: str = "local"  # local | wandb (local files are always written)
-    mode: str = "offline"  # wandb: online | offline | disabled
+    mode: WandbMode = WandbMode.offline  # wandb: online | offline | disabled
     project: str = "radam_repro"
     entity: Optional[str] = None
     tags: list[str] = field(default_factory=list)
+    init_timeout: float = 30.0  # seconds wandb.init may take (an unreachable server); then local files only
 
 
 @dataclass
 class Config:
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    optimizer: Any = MISSING  # typed by its algorithm's schema (optimizer_schema), chosen in the variant's defaults
     task: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
@@ -78,5 +73,21 @@ class Config:
     run_root: str = "runs"
 
 
+def optimizer_schema(info: OptimInfo) -> type:
+    """The structured config of one algorithm: name, algorithm, warmup and the hyperparameters that apply.
+
+    Stored as ``optimizer/_<algorithm>``; a variant's YAML starts from it (``defaults: [_radam, _self_]``) and
+    holds only what differs, so a key that does not apply (``momentum`` for Adam) or a wrong type fails early.
+    """
+    fields = [("name", str, MISSING), ("algorithm", str, info.name)]
+    fields += [(hp.name, hp.type, field(default_factory=lambda d=hp.default: list(d)) if isinstance(hp.default, list)
+                else hp.default) for hp in info.hyperparameters]
+    fields.append(("warmup", WarmupConfig, field(default_factory=WarmupConfig)))
+    return make_dataclass(f"{info.cls.__name__}Config", fields)
+
+
 def register() -> None:
-    ConfigStore.instance().store(name="_config_schema", node=Config)
+    store = ConfigStore.instance()
+    store.store(name="_config_schema", node=Config)
+    for info in OPTIMIZERS.values():
+        store.store(group="optimizer", name=f"_{info.name}", node=optimizer_schema(info))

@@ -1,58 +1,106 @@
-"""The run folder: the contract between training, sweeps and reports (DESIGN.md).
+"""The run folder: the contract between training, sweeps and reports (README.md, "Runs, resume and sweeps").
 
 ::
 
     <run>/config.yaml     resolved config            <run>/meta.json     versions, git commit, seed, host
     <run>/metrics.jsonl   one JSON object per point  <run>/histograms/   log|g|, log|m|, log|v| histograms
-    <run>/checkpoints/    latest.pt (+ step_*.pt)    <run>/summary.json  status, final/best metrics
-    <run>/.lock           pid@host of the process that owns the folder while it runs
+    <run>/checkpoints/    latest.pt + step_*.pt      <run>/summary.json  status, step, final/best metrics
+    <run>/.lock           its owner (host, pid) and lease while a process runs it (radam_repro/folder_lock.py)
+    <run>/previous-<time>/  an earlier run's files, moved aside by trainer.resume=false
 
-Every file is written atomically (write to a temporary name, then rename), so a killed run never
-leaves a half-written JSON or checkpoint behind; metrics.jsonl is append-only and is cut back to
-the resumed checkpoint's step on resume.
+Every file is written atomically (a temporary name in the same folder, then a rename) with the user's
+umask, so a killed run never leaves a half-written JSON or checkpoint; temporary files a killed run left
+behind are removed when the next run takes the folder. JSON is strict (RFC 8259): a non-finite number is
+written as the string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``. metrics.jsonl is append-only; a resumed
+run cuts it back to its length at the checkpoint. Checkpoints hold only tensors and plain containers and
+load with ``torch.load(weights_only=True)``; each ``step_*.pt`` is a file of its own, so a damaged
+``latest.pt`` falls back to the newest readable one.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
-import socket
-import tempfile
-from contextlib import contextmanager
+import shutil
+import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from radam_repro.folder_lock import LEASE_S, FolderLock, RunFolderInUse
 
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+__all__ = ["RunDir", "RunFolderInUse", "atomic_write", "strict_json"]
+
+
+def atomic_write(path: Path, data: bytes | str | Callable[[Any], None]) -> None:
+    """Write ``data`` (or let ``data(file)`` write) to ``path`` through a temporary file and a rename.
+
+    The temporary file is created with mode 0o666 minus the umask, and closed and removed if the write
+    fails, so that a full disk gets its space back at once.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
+            if callable(data):
+                data(f)
+            else:
+                f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
-def _pid_alive(pid: int) -> bool:
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "NaN" if math.isnan(obj) else ("Infinity" if obj > 0 else "-Infinity")
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def strict_json(obj: Any, **kwargs: Any) -> str:
+    """JSON without bare NaN/Infinity: non-finite floats become the strings "NaN", "Infinity", "-Infinity"."""
+    return json.dumps(_finite(obj), allow_nan=False, default=str, **kwargs)
+
+
+class _Writes:
+    """The file torch.save writes to, keeping the OSError of a failed write (torch reports it as "unexpected pos")."""
+
+    def __init__(self, file: Any) -> None:
+        self.file, self.error = file, None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+def _save(state: dict[str, Any], file: Any) -> None:
+    """``torch.save`` that raises the underlying OSError (e.g. ENOSPC: a full disk) when a write failed."""
+    sink = _Writes(file)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class RunFolderInUse(RuntimeError):
-    pass
+        torch.save(state, sink)
+    except RuntimeError as e:
+        if sink.error is not None:
+            raise sink.error from e
+        raise
 
 
 class RunDir:
@@ -66,36 +114,35 @@ class RunDir:
         self.metrics_path = self.path / "metrics.jsonl"
 
     # -- ownership -------------------------------------------------------------------------
-    @contextmanager
-    def lock(self) -> Iterator["RunDir"]:
+    def lock(self, lease_s: float = LEASE_S) -> FolderLock:
         """Own the folder for the duration; a live owner makes this raise :class:`RunFolderInUse`."""
-        lock = self.path / ".lock"
-        me = f"{os.getpid()}@{socket.gethostname()}"
-        for _ in range(2):
-            try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-                os.write(fd, me.encode())
-                os.close(fd)
+        return FolderLock(self.path / ".lock", lease_s)
+
+    def remove_orphans(self) -> None:
+        """Temporary files left by a killed writer (call while holding the lock)."""
+        for folder in (self.path, self.checkpoints, self.histograms):
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+
+    def move_aside(self) -> Path | None:
+        """Move an earlier run's files into ``previous-<time>/`` (Hydra's .hydra/ and *.log of this launch stay)."""
+        entries = [p for p in self.path.iterdir() if not (p.name.startswith((".", "previous-")) or p.suffix == ".log")]
+        if not entries:
+            return None
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        dest = self.path / f"previous-{stamp}"
+        for n in range(1, 1000):
+            if not dest.exists():
                 break
-            except FileExistsError:
-                owner = lock.read_text().strip() if lock.exists() else ""
-                pid, _, host = owner.partition("@")
-                if host == socket.gethostname() and pid.isdigit() and _pid_alive(int(pid)):
-                    raise RunFolderInUse(
-                        f"run folder {self.path} is in use by process {owner}; two runs never share a folder. "
-                        "Wait for it, or start this one elsewhere (e.g. another seed, or hydra.run.dir=...)."
-                    ) from None
-                lock.unlink(missing_ok=True)  # stale: its owner died (killed, preempted, other host's job ended)
-        else:
-            raise RunFolderInUse(f"could not take the lock {lock}")
-        try:
-            yield self
-        finally:
-            lock.unlink(missing_ok=True)
+            dest = self.path / f"previous-{stamp}-{n}"
+        dest.mkdir()
+        for entry in entries:
+            entry.rename(dest / entry.name)
+        return dest
 
     # -- JSON / YAML ----------------------------------------------------------------------
     def write_json(self, name: str, obj: Any) -> None:
-        atomic_write(self.path / name, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+        atomic_write(self.path / name, strict_json(obj, indent=2, sort_keys=True) + "\n")
 
     def read_json(self, name: str) -> Any | None:
         path = self.path / name
@@ -109,6 +156,10 @@ class RunDir:
     def write_config(self, cfg: DictConfig) -> None:
         atomic_write(self.path / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
+    def read_config(self) -> dict[str, Any] | None:
+        path = self.path / "config.yaml"
+        return yaml.safe_load(path.read_text()) if path.exists() else None
+
     def write_summary(self, **summary: Any) -> None:
         self.write_json("summary.json", summary)
 
@@ -119,59 +170,55 @@ class RunDir:
     def append_metrics(self, rows: list[dict[str, Any]]) -> None:
         if rows:
             with self.metrics_path.open("a") as f:
-                f.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+                f.write("".join(strict_json(r, sort_keys=True) + "\n" for r in rows))
                 f.flush()
 
-    def truncate_metrics(self, step: int) -> None:
-        """Drop points logged after ``step`` (they are replayed by the resumed run) and torn lines."""
-        if not self.metrics_path.exists():
-            return
-        kept = []
-        for line in self.metrics_path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if row.get("step", 0) <= step:
-                kept.append(line + "\n")
-        atomic_write(self.metrics_path, "".join(kept))
+    def metrics_size(self) -> int:
+        """metrics.jsonl's length in bytes: a checkpoint records it, a resumed run cuts the file back to it."""
+        return self.metrics_path.stat().st_size if self.metrics_path.exists() else 0
+
+    def truncate_metrics(self, size: int) -> None:
+        """Drop what was logged after the checkpoint (the resumed run logs it again), torn last line included."""
+        if self.metrics_size() > size:
+            os.truncate(self.metrics_path, size)
 
     def write_histogram(self, step: int, record: dict[str, Any]) -> None:
-        atomic_write(self.histograms / f"step_{step:07d}.json", json.dumps(record) + "\n")
+        atomic_write(self.histograms / f"step_{step:07d}.json", strict_json(record) + "\n")
 
     # -- checkpoints ------------------------------------------------------------------------
+    def step_checkpoints(self) -> list[Path]:
+        """The kept ``step_*.pt`` files, oldest first."""
+        return sorted(self.checkpoints.glob("step_*.pt"), key=lambda p: int(p.stem.removeprefix("step_")))
+
     def save_checkpoint(self, state: dict[str, Any], step: int, keep: int) -> None:
-        """Write ``latest.pt`` atomically; keep the last ``keep`` as ``step_XXXXXXX.pt`` (hard links)."""
-        self.checkpoints.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.checkpoints, prefix=".latest.", suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save(state, tmp)
-            os.replace(tmp, self.checkpoints / "latest.pt")
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """Write ``latest.pt``; keep the last ``keep`` as independent copies ``step_XXXXXXX.pt``."""
+        latest = self.checkpoints / "latest.pt"
+        atomic_write(latest, lambda f: _save(state, f))
         if keep > 0:
-            kept = self.checkpoints / f"step_{step:07d}.pt"
-            kept.unlink(missing_ok=True)
-            os.link(self.checkpoints / "latest.pt", kept)
-            for old in sorted(self.checkpoints.glob("step_*.pt"))[:-keep]:
+            with latest.open("rb") as src:
+                atomic_write(self.checkpoints / f"step_{step:07d}.pt", lambda f: shutil.copyfileobj(src, f, 1 << 22))
+            for old in self.step_checkpoints()[:-keep]:
                 old.unlink()
 
-    def load_checkpoint(self, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
-        """The newest readable checkpoint, or None. A corrupted latest.pt falls back to step_*.pt."""
-        candidates = [self.checkpoints / "latest.pt", *sorted(self.checkpoints.glob("step_*.pt"), reverse=True)]
+    def load_checkpoint(self, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], Path] | None:
+        """The newest loadable checkpoint and its path, or None when there is none.
+
+        latest.pt first, then ``step_*.pt`` newest first; each unloadable file is named and skipped.
+        """
+        candidates = [self.checkpoints / "latest.pt", *reversed(self.step_checkpoints())]
         errors = []
-        for path in candidates:
-            if not path.exists():
-                continue
+        for path in filter(Path.exists, candidates):
             try:
-                return torch.load(path, map_location=map_location, weights_only=False)
-            except Exception as e:  # noqa: BLE001 - any unreadable file is reported below
-                errors.append(f"{path.name}: {type(e).__name__}: {e}")
+                state = torch.load(path, map_location=map_location, weights_only=True)
+            except Exception as e:  # noqa: BLE001 - truncated, damaged, or Python objects weights_only refuses
+                errors.append(f"{path}: {type(e).__name__}: {str(e).strip().splitlines()[0][:200]}")
+                print(f"[radam_repro] skipping unloadable checkpoint {errors[-1]}", flush=True)
+                continue
+            return state, path
         if errors:
             raise ValueError(
-                f"every checkpoint in {self.checkpoints} is unreadable ({'; '.join(errors)}); "
-                "delete the folder's checkpoints/ to restart the run, or set trainer.resume=false"
+                f"no checkpoint in {self.checkpoints} can be loaded safely (torch.load weights_only=True): "
+                f"{'; '.join(errors)}. They are damaged or hold Python objects (a file from elsewhere?). Delete "
+                "checkpoints/ to restart this run, or start afresh with trainer.resume=false"
             )
         return None

@@ -1,8 +1,9 @@
-"""The training loop: one (optimizer, task, seed) cell, read top to bottom.
+"""The training loop: one (optimizer, task, seed) cell, read top to bottom in :meth:`Loop.run`.
 
 batches -> loss -> backward -> clip -> optimizer step -> schedule -> log -> evaluate -> checkpoint.
 A run resumes from its folder's latest checkpoint (bit-identical on CPU: model, optimizer,
-schedule, RNG and data position are restored); a non-finite loss ends it as ``diverged``.
+schedule, RNG, data position and :class:`LoopState` are restored) if the folder's config.yaml
+describes the same run; a non-finite loss ends it as ``diverged``.
 With ``trainer.devices=N`` (or under torchrun / SLURM tasks) N DDP ranks each train on a shard of
 every global batch (:mod:`radam_repro.distributed`); rank 0 alone writes the run folder and evaluates.
 """
@@ -13,24 +14,29 @@ import math
 import os
 import platform
 import random
+import re
 import socket
 import subprocess
 import sys
 import time
 from contextlib import nullcontext, suppress
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from radam_repro import distributed, optim, tasks
 from radam_repro.distributed import Ranks
 from radam_repro.loggers import Loggers, Silent
 from radam_repro.loggers.statistics import adaptive_lr_row, histogram_record, is_histogram_step
+from radam_repro.optim.schedules import Decay
 from radam_repro.preemption import Preemption
+from radam_repro.report.aggregate import MISSING, flatten, is_run_specific
 from radam_repro.run_dir import RunDir, RunFolderInUse
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -46,7 +52,10 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG's state as tensors and plain containers (what ``torch.load(weights_only=True)`` accepts)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss]
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state()  # the current device's: each rank owns one
     return state
@@ -54,7 +63,8 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
@@ -111,42 +121,123 @@ def rows_from_eval(step: int, epoch: float, metrics: dict[str, float]) -> list[d
     return list(by_split.values())
 
 
+class ConfigMismatch(ValueError):
+    """The run folder holds another run than the one asked for."""
+
+
+def validate(cfg: DictConfig) -> None:
+    """Config values that would fail later (or misbehave silently): refused before the run folder is touched."""
+    t = cfg.trainer
+    for key in ("log_every", "checkpoint_every"):
+        if t[key] < 1:
+            raise ValueError(f"trainer.{key}={t[key]} must be a positive number of steps")
+    if t.eval_every is not None and t.eval_every < 1:
+        raise ValueError(f"trainer.eval_every={t.eval_every} must be a positive number of steps (null: once per epoch)")
+    if t.threads is not None and t.threads < 1:
+        raise ValueError(f"trainer.threads={t.threads} must be >= 1 (or null: torch's default)")
+    if t.max_steps is not None and t.max_steps <= 0:
+        raise ValueError(f"trainer.max_steps={t.max_steps} must be a positive number of updates (null: the recipe's)")
+    if t.keep_checkpoints < 0:
+        raise ValueError(f"trainer.keep_checkpoints={t.keep_checkpoints} must be >= 0")
+    if t.precision not in PRECISIONS:
+        raise ValueError(f"unknown trainer.precision={t.precision!r}; choose fp32, bf16 or fp16")
+    try:  # the optimizer's and schedule's own checks (lr, betas, eps, threshold, warmup) on a stand-in parameter
+        optim.build(cfg.optimizer, [torch.zeros(1, requires_grad=True)])
+        optim.build_schedule(cfg.optimizer, Decay(), 1)
+    except ValueError as e:
+        raise ValueError(re.sub(r"^invalid (?=\w)", "invalid optimizer.", str(e))) from None
+
+
+def check_resume_config(cfg: DictConfig, out_dir: Path) -> None:
+    """A resumed run must be the folder's run: its config.yaml may differ only in run-specific keys.
+
+    Those are the keys the run name leaves out (paths, device, threads, logging cadence, logger:
+    :func:`radam_repro.report.aggregate.is_run_specific`). Raises :class:`ConfigMismatch` listing every
+    other difference, before anything in the folder is written.
+    """
+    path = Path(out_dir) / "config.yaml"
+    if not cfg.trainer.resume or not path.is_file():
+        return
+    try:
+        old = flatten(yaml.safe_load(path.read_text()) or {})
+    except yaml.YAMLError as e:
+        raise ConfigMismatch(f"{path} is unreadable ({e}); start afresh with trainer.resume=false") from None
+    new = flatten(OmegaConf.to_container(cfg, resolve=True))
+    keys = [k for k in sorted(old.keys() | new.keys()) if not is_run_specific(k)]
+    diffs = [
+        f"  {k}: {old.get(k, MISSING)!r} (folder) -> {new.get(k, MISSING)!r} (now)"
+        for k in keys
+        if old.get(k, MISSING) != new.get(k, MISSING)
+    ]
+    if diffs:
+        raise ConfigMismatch(
+            f"{path.parent} holds a run with another config; resuming it would mix two runs. Differences:\n"
+            + "\n".join(diffs)
+            + "\nEither run this config in another folder (other overrides, or hydra.run.dir=...), "
+            "or start afresh here with trainer.resume=false (the earlier run's files move to previous-<time>/)."
+        )
+
+
 def train(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     """Run one cell into ``out_dir`` and return its summary (also written to summary.json)."""
+    validate(cfg)
+    check_resume_config(cfg, Path(out_dir))
     if distributed.must_spawn(cfg.trainer.devices):
         return _spawn(cfg, RunDir(out_dir))
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     with distributed.process_group(cfg.trainer.device, cfg.trainer.devices) as ranks:
         run = RunDir(out_dir)
-        with run.lock() if ranks.is_main else nullcontext():
-            prior = ranks.broadcast(run.read_summary() if ranks.is_main else None)
-            if cfg.trainer.resume and prior and prior.get("status") in ("completed", "diverged"):
+        with run.lock(cfg.trainer.lock_lease_s) if ranks.is_main else nullcontext():
+            prior = ranks.broadcast(_claim(cfg, run) if ranks.is_main else None)
+            if prior and prior.get("status") in ("completed", "diverged"):
                 if ranks.is_main:
                     print(f"[radam_repro] {run.path} already {prior['status']}; nothing to do")
                 return prior
-            if cfg.trainer.max_steps is not None and cfg.trainer.max_steps <= 0:
-                raise ValueError(f"trainer.max_steps={cfg.trainer.max_steps} must be a positive number of updates (or null: the recipe's)")
-            if cfg.trainer.precision not in PRECISIONS:
-                raise ValueError(f"unknown trainer.precision={cfg.trainer.precision!r}; choose fp32, bf16 or fp16")
             seed_everything(cfg.seed)
             started = time.time()
             preemption = Preemption()  # after submitit installed its handlers: USR2/SIGTERM only set a flag now
             try:
-                return _train(cfg, run, ranks, started, preemption)
+                return Loop(cfg, run, ranks, started).run(preemption)
             except Exception as e:
-                if ranks.is_main:  # keep what the run had reached (step, best, ...) from its last summary
-                    last = {"step": 0, "total_steps": None, "final": {}, "best": {}, "diverged_step": None,
-                            **(run.read_summary() or {})}
-                    run.write_summary(**{**last, "status": "failed", "error": f"{type(e).__name__}: {e}",
-                                         "wall_s": time.time() - started})
+                if ranks.is_main:
+                    _record_failure(run, e, started)
                 raise
             finally:
                 preemption.restore()
 
 
+def _claim(cfg: DictConfig, run: RunDir) -> dict[str, Any] | None:
+    """Rank 0, holding the lock: tidy the folder; the earlier run's summary when resuming, else move that run aside."""
+    run.remove_orphans()
+    if cfg.trainer.resume:
+        return run.read_summary()
+    moved = run.move_aside()
+    if moved:
+        print(f"[radam_repro] trainer.resume=false: the earlier run's files are now in {moved}")
+    return None
+
+
+def _record_failure(run: RunDir, error: Exception, started: float) -> None:
+    """Write a ``failed`` summary that keeps what the run had reached (step, best, ...)."""
+    try:
+        last = {
+            "step": 0,
+            "total_steps": None,
+            "final": {},
+            "best": {},
+            "diverged_step": None,
+            **(run.read_summary() or {}),
+        }
+        run.write_summary(
+            **{**last, "status": "failed", "error": f"{type(error).__name__}: {error}", "wall_s": time.time() - started}
+        )
+    except (OSError, ValueError) as e:
+        print(f"[radam_repro] could not record the failure in {run.path / 'summary.json'}: {e}", file=sys.stderr)
+
+
 def _spawn(cfg: DictConfig, run: RunDir) -> dict[str, Any]:
-    """``trainer.devices=N`` outside a launcher: N rank processes run :func:`train`; their result is rank 0's summary."""
+    """``trainer.devices=N`` outside a launcher: N rank processes run :func:`train`; returns rank 0's summary."""
     resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))  # children have no Hydra context
     preemption = Preemption()  # SLURM signals the whole step: this parent waits until the ranks have saved
     try:
@@ -154,7 +245,7 @@ def _spawn(cfg: DictConfig, run: RunDir) -> dict[str, Any]:
     except Exception as e:  # a rank other than 0 failed: rank 0 was stopped before it could say so
         if preemption.received is not None:  # the ranks saved and left on the signal: requeue / exit here
             preemption.stop()
-        with suppress(RunFolderInUse), run.lock():  # unless the folder belongs to another live run
+        with suppress(RunFolderInUse), run.lock(cfg.trainer.lock_lease_s):  # unless another live run owns it
             prior = run.read_summary() or {}
             if prior.get("status") in (None, "running"):
                 run.write_summary(**{**prior, "status": "failed", "error": str(e).strip().splitlines()[-1]})
@@ -164,161 +255,280 @@ def _spawn(cfg: DictConfig, run: RunDir) -> dict[str, Any]:
     return run.read_summary()
 
 
-def _train(cfg: DictConfig, run: RunDir, ranks: Ranks, started: float, preemption: Preemption) -> dict[str, Any]:
-    device = ranks.device
-    if ranks.is_main:
-        run.write_config(cfg)  # first, so that a run failing while it builds is still readable and groupable
-    task = tasks.build(cfg.task, seed=cfg.seed, device=device)
-    model = task.model.to(device)
-    if ranks.rank:
-        seed_everything(distributed.rank_seed(cfg.seed, ranks.rank))
-    optimizer = optim.build(cfg.optimizer, model.parameters())
-    total_steps = task.total_steps
-    scheduler = optim.lambda_lr(optimizer, optim.build_schedule(cfg.optimizer, task.decay, total_steps))
-    max_steps = min(total_steps, cfg.trainer.max_steps or total_steps)
-    eval_every = cfg.trainer.eval_every or task.steps_per_epoch
-    amp_dtype = PRECISIONS[cfg.trainer.precision]
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    names = {p: n for n, p in model.named_parameters()}
+@dataclass
+class LoopState:
+    """Where the loop is: what a checkpoint carries besides the model, optimizer, schedule and scaler."""
 
-    step, best, pending, wall_before = 0, {}, [], 0.0
-    # the current logging interval's values, checkpointed so that a resumed run logs the same rows
-    extras: dict[str, list[torch.Tensor]] = {}
-    grad_norms: list[torch.Tensor] = []
-    checkpoint = run.load_checkpoint(map_location=device) if cfg.trainer.resume else None
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        own = _rank_state(checkpoint, ranks, run)
-        task.load_state_dict(own["task"])
+    step: int = 0
+    best: dict[str, float] = field(default_factory=dict)  # the best value of each score so far
+    wall_s: float = 0.0  # training time of the sessions before this one
+    # the current logging interval, this rank's: checkpointed so that a resumed run logs the same rows
+    pending: list[torch.Tensor] = field(default_factory=list)  # losses
+    extras: dict[str, list[torch.Tensor]] = field(default_factory=dict)  # the task's per-batch metrics
+    grad_norms: list[torch.Tensor] = field(default_factory=list)
+
+    def interval(self) -> dict[str, Any]:
+        """This rank's logging interval as plain floats."""
+        return dict(
+            pending=[float(x) for x in self.pending],
+            grad_norms=[float(x) for x in self.grad_norms],
+            extras={k: [float(x) for x in v] for k, v in self.extras.items()},
+        )
+
+    @classmethod
+    def restore(cls, checkpoint: dict[str, Any], own: dict[str, Any], device: torch.device) -> LoopState:
+        def tensors(values: list[float]) -> list[torch.Tensor]:
+            return [torch.tensor(x, device=device) for x in values]
+
+        return cls(
+            checkpoint["step"],
+            checkpoint["best"],
+            checkpoint["wall_s"],
+            tensors(own["pending"]),
+            {k: tensors(v) for k, v in own["extras"].items()},
+            tensors(own["grad_norms"]),
+        )
+
+
+class Loop:
+    """One run: the task, model, optimizer, schedule and :class:`LoopState`; :meth:`run` is the loop."""
+
+    def __init__(self, cfg: DictConfig, run: RunDir, ranks: Ranks, started: float) -> None:
+        self.cfg, self.folder, self.ranks, self.started, self.device = cfg, run, ranks, started, ranks.device
+        if ranks.is_main:
+            run.write_config(cfg)  # first, so that a run failing while it builds is still readable and groupable
+        self.task = tasks.build(cfg.task, seed=cfg.seed, device=self.device)
+        self.model = self.task.model.to(self.device)
+        if ranks.rank:
+            seed_everything(distributed.rank_seed(cfg.seed, ranks.rank))
+        self.optimizer = optim.build(cfg.optimizer, self.model.parameters())
+        schedule = optim.build_schedule(cfg.optimizer, self.task.decay, self.task.total_steps)
+        self.scheduler = optim.lambda_lr(self.optimizer, schedule)
+        amp_dtype = PRECISIONS[cfg.trainer.precision]
+        self.autocast = torch.autocast(self.device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp_dtype == torch.float16)
+        self.max_steps = min(self.task.total_steps, cfg.trainer.max_steps or self.task.total_steps)
+        self.eval_every = cfg.trainer.eval_every or self.task.steps_per_epoch
+        self.keep = max(cfg.trainer.keep_checkpoints, self.task.checkpoints_needed)
+        self.names = {p: n for n, p in self.model.named_parameters()}
+        self.state = LoopState()
+        self.logs: Loggers | Silent = Silent()
+        self.tick = (time.time(), 0)  # time and step of the last logged training row
+
+    def run(self, preemption: Preemption) -> dict[str, Any]:
+        cfg, task, ranks, state = self.cfg, self.task, self.ranks, self.restore()
+        if ranks.is_main:
+            self.folder.write_json(
+                "meta.json",
+                {**run_metadata(cfg, self.device), "world_size": ranks.world, "resumed_from_step": state.step or None},
+            )
+            self.logs = Loggers(cfg, self.folder)
+        self.summary("running")
+        train_model = ranks.wrap(self.model)  # DDP over the ranks, or the model itself
+        train_model = torch.compile(train_model) if cfg.trainer.compile else train_model
+        progress = _progress(cfg, state.step, self.max_steps) if ranks.is_main else None
+        self.tick = (time.time(), state.step)
+        self.model.train()
+        while state.step < self.max_steps:
+            epoch = state.step // task.steps_per_epoch
+            for batch in task.train_batches(epoch, state.step % task.steps_per_epoch):
+                self.train_step(train_model, batch)
+                step, last = state.step, state.step == self.max_steps
+                if step % cfg.trainer.log_every == 0 or last:
+                    if (diverged := self.log_interval(progress)) is not None:
+                        return diverged
+                if step % self.eval_every == 0 and not last:
+                    self.evaluate()
+                if step % cfg.trainer.checkpoint_every == 0 or last:
+                    self.save()
+                # SLURM's USR2 (time limit, scancel --signal=USR2) or SIGTERM: checkpoint, then requeue or exit;
+                # with several ranks the flag is all-reduced at logging steps so that every rank stops together
+                if not last and (ranks.world == 1 or step % cfg.trainer.log_every == 0) and preemption.requested():
+                    self.save()
+                    preemption.stop()
+                if last:
+                    break
+        if progress is not None:
+            progress.close()
+        return self.finish()
+
+    def train_step(self, train_model: torch.nn.Module, batch: Any) -> None:
+        """One update: forward, backward, clip, optimizer and schedule step; the losses wait for the logging step."""
+        state, ranks, optimizer = self.state, self.ranks, self.optimizer
+        batch = self.task.shard(batch, ranks.rank, ranks.world) if ranks.world > 1 else batch
+        state.step += 1
+        with self.autocast:
+            loss, metrics = self.task.loss(train_model, batch)
+        self.scaler.scale(loss).backward()
+        if self.task.clip_norm > 0:
+            self.scaler.unscale_(optimizer)
+            state.grad_norms.append(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.task.clip_norm))
+        self.scaler.step(optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        state.pending.append(loss.detach().float())
+        for key, value in metrics.items():
+            state.extras.setdefault(key, []).append(value.detach().float())
+        if ranks.is_main and self.cfg.trainer.histograms and is_histogram_step(state.step):
+            record = histogram_record(state.step, optimizer, self.names)
+            self.logs.histogram(state.step, record)
+            self.logs.log(
+                [
+                    {
+                        **self.position(),
+                        "split": "train",
+                        "multiplier": _multiplier(optimizer),
+                        **adaptive_lr_row(record),
+                    }
+                ]
+            )
+        optimizer.zero_grad(set_to_none=True)
+
+    def log_interval(self, progress: Any) -> dict[str, Any] | None:
+        """The logging block: one training row averaged over the interval and the ranks.
+
+        A non-finite loss ends the run as ``diverged`` (its summary is returned).
+        """
+        state, ranks = self.state, self.ranks
+        losses = ranks.mean(torch.stack([torch.as_tensor(x, device=self.device) for x in state.pending])).tolist()
+        bad = next((i for i, x in enumerate(losses) if not math.isfinite(x)), None)
+        if bad is not None:
+            return self.diverge(state.step - len(losses) + bad + 1, losses[bad])
+        now, (tick, tick_step) = time.time(), self.tick
+        row = {
+            **self.position(),
+            "split": "train",
+            "loss": sum(losses) / len(losses),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "multiplier": _multiplier(self.optimizer),
+            "steps_per_s": (state.step - tick_step) / max(now - tick, 1e-9),
+        }
+        reduce = {k: ranks.sum if k in COUNTS else ranks.mean for k in state.extras}
+        row.update({k: reduce[k](torch.stack(v)).mean().item() for k, v in state.extras.items()})
+        if state.grad_norms:
+            row["grad_norm"] = torch.stack(state.grad_norms).mean().item()
+        self.logs.log([row])
+        if progress is not None:
+            progress.update(state.step - progress.n)
+            progress.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.3g}", it_s=f"{row['steps_per_s']:.1f}")
+        state.pending, state.extras, state.grad_norms, self.tick = [], {}, [], (now, state.step)
+        return None
+
+    def diverge(self, step: int, loss: float) -> dict[str, Any]:
+        self.logs.log([{"step": step, "epoch": step / self.task.steps_per_epoch, "split": "train", "loss": loss}])
+        if self.ranks.is_main:
+            print(f"[radam_repro] diverged: non-finite loss at step {step}")
+        result = self.summary("diverged", diverged_step=step, final={"train/loss": loss})
+        self.logs.finish(result)
+        return result
+
+    def evaluate(self) -> None:
+        """The evaluation block: rank 0 evaluates and logs; the other ranks wait."""
+        if self.ranks.is_main:
+            self.model.eval()
+            metrics = self.task.evaluate(self.model)
+            self.model.train()
+            self.log_eval(metrics)
+        self.ranks.barrier()
+
+    def finish(self) -> dict[str, Any]:
+        """The task's final evaluation on the kept checkpoints, then the ``completed`` summary."""
+        if not self.ranks.is_main:
+            return self.summary("completed")  # rank 0 alone runs the final evaluation and writes the result
+        self.model.eval()
+        final = self.task.final_evaluation(self.model, self.folder.path, self.folder.step_checkpoints())
+        self.log_eval(final)
+        result = self.summary("completed", final=final)
+        self.logs.finish(result)
+        return result
+
+    def log_eval(self, metrics: dict[str, float]) -> None:
+        state = self.state
+        self.logs.log(rows_from_eval(state.step, state.step / self.task.steps_per_epoch, metrics))
+        state.best.update({k: v for k, v in metrics.items() if better(k, v, state.best.get(k))})
+
+    def save(self) -> None:
+        """Rank 0 saves the shared state and each rank's own (RNG, task stream, logging interval), and the summary."""
+        own = self.ranks.gather(dict(rng=rng_state(), task=self.task.state_dict(), **self.state.interval()))
+        if self.ranks.is_main:
+            state = self.state
+            self.folder.save_checkpoint(
+                dict(
+                    step=state.step,
+                    best=state.best,
+                    wall_s=self.wall_s(),
+                    metrics_bytes=self.folder.metrics_size(),
+                    model=self.model.state_dict(),
+                    optimizer=self.optimizer.state_dict(),
+                    scheduler=self.scheduler_state(),
+                    scaler=self.scaler.state_dict(),
+                    ranks=own,
+                ),
+                state.step,
+                self.keep,
+            )
+            self.summary("running")
+
+    def scheduler_state(self) -> dict[str, Any]:
+        """LambdaLR's state without the multiplier objects: the schedule is a pure function of the (checked) config."""
+        state = self.scheduler.state_dict()
+        return {**state, "lr_lambdas": [None] * len(state["lr_lambdas"])}
+
+    def restore(self) -> LoopState:
+        """Continue from the folder's newest loadable checkpoint; without one, start at step 0 with no earlier rows."""
+        found = self.folder.load_checkpoint(map_location=self.device) if self.cfg.trainer.resume else None
+        if found is None:
+            if self.ranks.is_main:
+                for stale in (self.folder.metrics_path, *self.folder.histograms.glob("*.json")):
+                    stale.unlink(missing_ok=True)
+            return self.state
+        checkpoint, path = found
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.scaler.load_state_dict(checkpoint["scaler"])
+        own = _rank_state(checkpoint, self.ranks, self.folder)
+        self.task.load_state_dict(own["task"])
         set_rng_state(own["rng"])
-        step, best, pending, wall_before = checkpoint["step"], checkpoint["best"], own["pending"], checkpoint["wall_s"]
-        extras = {k: [torch.tensor(x, device=device) for x in v] for k, v in own["extras"].items()}
-        grad_norms = [torch.tensor(x, device=device) for x in own["grad_norms"]]
-        if ranks.is_main:
-            run.truncate_metrics(step)
-            print(f"[radam_repro] resuming {run.path} from step {step}")
-    elif ranks.is_main:
-        for stale in (run.metrics_path, *run.histograms.glob("*.json"), *run.checkpoints.glob("*.pt")):
-            stale.unlink(missing_ok=True)
-    if ranks.is_main:
-        run.write_json("meta.json", {**run_metadata(cfg, device), "resumed_from_step": step or None, "world_size": ranks.world})
-    logs = Loggers(cfg, run) if ranks.is_main else Silent()
+        self.state = LoopState.restore(checkpoint, own, self.device)
+        if self.ranks.is_main:
+            self.folder.truncate_metrics(checkpoint["metrics_bytes"])
+            used = path.relative_to(self.folder.path)
+            print(f"[radam_repro] resuming {self.folder.path} from step {self.state.step} ({used})")
+        return self.state
 
-    def summary(status: str, **extra: Any) -> dict[str, Any]:
-        out = dict(status=status, step=step, total_steps=total_steps, max_steps=max_steps, best=best,
-                   wall_s=wall_before + time.time() - started, error=None, diverged_step=None, final={})
+    def summary(self, status: str, **extra: Any) -> dict[str, Any]:
+        out = dict(
+            status=status,
+            step=self.state.step,
+            total_steps=self.task.total_steps,
+            max_steps=self.max_steps,
+            best=self.state.best,
+            wall_s=self.wall_s(),
+            error=None,
+            diverged_step=None,
+            final={},
+        )
         out.update(extra)
-        if ranks.is_main:
-            run.write_summary(**out)
+        if self.ranks.is_main:
+            self.folder.write_summary(**out)
         return out
 
-    def save() -> None:
-        """Rank 0 writes the shared state and every rank's own (RNG, task stream, unlogged losses)."""
-        own = ranks.gather(dict(rng=rng_state(), task=task.state_dict(), pending=[float(x) for x in pending],
-                                extras={k: [float(x) for x in v] for k, v in extras.items()},
-                                grad_norms=[float(x) for x in grad_norms]))
-        if ranks.is_main:
-            state = dict(step=step, model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                         scaler=scaler.state_dict(), ranks=own, best=best, wall_s=wall_before + time.time() - started)
-            run.save_checkpoint(state, step, keep=cfg.trainer.keep_checkpoints)
+    def position(self) -> dict[str, float]:
+        return {"step": self.state.step, "epoch": self.state.step / self.task.steps_per_epoch}
 
-    def evaluate() -> None:
-        if ranks.is_main:
-            model.eval()
-            metrics = task.evaluate(model)
-            model.train()
-            logs.log(rows_from_eval(step, step / task.steps_per_epoch, metrics))
-            best.update({k: v for k, v in metrics.items() if better(k, v, best.get(k))})
-        ranks.barrier()
-
-    summary("running")
-    train_model = ranks.wrap(model)  # DDP over the ranks, or the model itself
-    train_model = torch.compile(train_model) if cfg.trainer.compile else train_model
-    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
-    progress = _progress(cfg, step, max_steps) if ranks.is_main else None
-    tick, tick_step = time.time(), step
-    model.train()
-    while step < max_steps:
-        epoch = step // task.steps_per_epoch
-        for batch in task.train_batches(epoch, step % task.steps_per_epoch):
-            batch = task.shard(batch, ranks.rank, ranks.world) if ranks.world > 1 else batch
-            step += 1
-            with autocast:
-                loss, metrics = task.loss(train_model, batch)
-            scaler.scale(loss).backward()
-            if task.clip_norm > 0:
-                scaler.unscale_(optimizer)
-                grad_norms.append(torch.nn.utils.clip_grad_norm_(model.parameters(), task.clip_norm))
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            pending.append(loss.detach().float())
-            for key, value in metrics.items():
-                extras.setdefault(key, []).append(value.detach().float())
-            if ranks.is_main and cfg.trainer.histograms and is_histogram_step(step):
-                record = histogram_record(step, optimizer, names)
-                logs.histogram(step, record)
-                logs.log([{"step": step, "epoch": step / task.steps_per_epoch, "split": "train",
-                           "multiplier": _multiplier(optimizer), **adaptive_lr_row(record)}])
-            optimizer.zero_grad(set_to_none=True)
-
-            if step % cfg.trainer.log_every == 0 or step == max_steps:
-                losses = ranks.mean(torch.stack([torch.as_tensor(x, device=device) for x in pending])).tolist()
-                bad = next((i for i, x in enumerate(losses) if not math.isfinite(x)), None)
-                if bad is not None:
-                    diverged_at = step - len(losses) + bad + 1
-                    logs.log([{"step": diverged_at, "epoch": diverged_at / task.steps_per_epoch, "split": "train", "loss": losses[bad]}])
-                    if ranks.is_main:
-                        print(f"[radam_repro] diverged: non-finite loss at step {diverged_at}")
-                    result = summary("diverged", diverged_step=diverged_at, final={"train/loss": losses[bad]})
-                    logs.finish(result)
-                    return result
-                now = time.time()
-                row = {"step": step, "epoch": step / task.steps_per_epoch, "split": "train",
-                       "loss": sum(losses) / len(losses), "lr": optimizer.param_groups[0]["lr"],
-                       "multiplier": _multiplier(optimizer), "steps_per_s": (step - tick_step) / max(now - tick, 1e-9)}
-                reduce = {k: ranks.sum if k in COUNTS else ranks.mean for k in extras}
-                row.update({k: reduce[k](torch.stack(v)).mean().item() for k, v in extras.items()})
-                if grad_norms:
-                    row["grad_norm"] = torch.stack(grad_norms).mean().item()
-                logs.log([row])
-                if progress is not None:
-                    progress.update(step - progress.n)
-                    progress.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.3g}", it_s=f"{row['steps_per_s']:.1f}")
-                pending, extras, grad_norms, tick, tick_step = [], {}, [], now, step
-            if step % eval_every == 0 and step < max_steps:
-                evaluate()
-            if step % cfg.trainer.checkpoint_every == 0 or step == max_steps:
-                save()
-            # SLURM's USR2 (time limit, scancel --signal=USR2) or SIGTERM: checkpoint, then requeue or exit;
-            # with several ranks the flag is all-reduced at logging steps so that every rank stops together
-            if step < max_steps and (ranks.world == 1 or step % cfg.trainer.log_every == 0) and preemption.requested():
-                save()
-                preemption.stop()
-            if step >= max_steps:
-                break
-    if progress is not None:
-        progress.close()
-    if not ranks.is_main:
-        return summary("completed")  # rank 0 alone runs the final evaluation and writes the result
-    model.eval()
-    final = task.final_evaluation(model, run.path)
-    logs.log(rows_from_eval(step, step / task.steps_per_epoch, final))
-    best.update({k: v for k, v in final.items() if better(k, v, best.get(k))})
-    result = summary("completed", final=final)
-    logs.finish(result)
-    return result
+    def wall_s(self) -> float:
+        return self.state.wall_s + time.time() - self.started
 
 
 def _rank_state(checkpoint: dict[str, Any], ranks: Ranks, run: RunDir) -> dict[str, Any]:
     """This rank's RNG, task-stream state and unlogged losses from a checkpoint written by as many ranks."""
     saved = checkpoint["ranks"]
     if len(saved) != ranks.world:
-        raise ValueError(f"{run.checkpoints} was written by {len(saved)} DDP process(es), this run has {ranks.world}; "
-                         f"resume it with trainer.devices={len(saved)}, or start afresh with trainer.resume=false")
+        raise ValueError(
+            f"{run.checkpoints} was written by {len(saved)} DDP process(es), this run has {ranks.world}; "
+            f"resume it with trainer.devices={len(saved)}, or start afresh with trainer.resume=false"
+        )
     return saved[ranks.rank]
 
 
@@ -334,4 +544,5 @@ def _progress(cfg: DictConfig, step: int, max_steps: int):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=max_steps, initial=step, desc=f"{cfg.task.name}/{cfg.optimizer.name}/s{cfg.seed}", dynamic_ncols=True)
+    desc = f"{cfg.task.name}/{cfg.optimizer.name}/s{cfg.seed}"
+    return tqdm(total=max_steps, initial=step, desc=desc, dynamic_ncols=True)

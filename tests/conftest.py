@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# PAPER.md §2.3, beta2 = 0.999: t, rho_t, RAdam r_t (None: no rectified step at threshold 5), Hilton's multiplier.
+# beta2 = 0.999, from the closed forms of the paper's Alg. 2 (rho_t = rho_inf - 2 t beta2^t / (1 - beta2^t)): t, rho_t, RAdam r_t (None: no rectified step at threshold 5), Hilton's multiplier.
 PAPER_RT_TABLE = [
     (1, 1.000, None, 0.0224),
     (5, 4.996, None, 0.0500),

@@ -1,4 +1,4 @@
-"""The analytic side of the paper: r_t against PAPER.md §2.3, Var[ψ] against simulation (Fig. 8/9)."""
+"""The analytic side of the paper: r_t against the paper's closed forms, Var[ψ] against simulation (Fig. 8/9)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from radam_repro.optim.rectification import hilton_multiplier
 
 torch.set_num_threads(1)
 
-PAPER_TABLE = PAPER_RT_TABLE  # PAPER.md §2.3 at beta2 = 0.999
+PAPER_TABLE = PAPER_RT_TABLE  # the paper's closed forms at beta2 = 0.999
 
 
 def test_rectification_curves_match_the_paper_table():

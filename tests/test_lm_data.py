@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -160,16 +159,18 @@ def test_unigram_perplexity_formula():
     assert unigram_perplexity(counts, tokens) == pytest.approx(expected, rel=1e-12)
 
 
-def test_cache_goes_next_to_writable_data_else_to_the_cache_dir(lm1b_dir, tmp_path, monkeypatch):
+def test_cache_goes_to_the_cache_dir_never_into_the_data_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("RADAM_REPRO_CACHE", str(tmp_path / "cache"))
-    if not os.access(lm1b_dir, os.W_OK):
-        assert cache_root(lm1b_dir) == tmp_path / "cache" / "lm"
     data = tmp_path / "data"
     (data / "heldout").mkdir(parents=True)
     (data / "heldout" / "part").write_text("a b a\n\nb c a\n", encoding="utf-8")
     corpus = open_corpus(data, {"train": ["heldout/part"]}, threshold=0)
-    assert cache_root(data) == data / "radam_repro_cache"
-    assert len(list((data / "radam_repro_cache").glob("vocab-t0-*.tsv"))) == 1
+    assert cache_root() == tmp_path / "cache" / "lm"
+    assert len(list((tmp_path / "cache" / "lm").glob("vocab-t0-*.tsv"))) == 1
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == [Path("heldout"), Path("heldout/part")]
+    monkeypatch.delenv("RADAM_REPRO_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_root() == tmp_path / "home" / ".cache" / "radam_repro" / "lm"
     assert corpus.vocab.words == ("a", EOS, "b", "c", UNK) and corpus.vocab.counts == (3, 2, 2, 1, 0)
     np.testing.assert_array_equal(corpus.splits["train"][0], [0, 2, 0, 1, 2, 3, 0, 1])  # blank line skipped
 

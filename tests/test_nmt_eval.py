@@ -141,7 +141,7 @@ def test_final_evaluation_averages_the_last_checkpoints_and_scores_bleu(shared_d
         state = type(task.model)(task.model.cfg).state_dict()
         states.append(state)
         torch.save({"model": state, "task": task.state_dict()}, run / "checkpoints" / f"step_{step:07d}.pt")
-    result = task.final_evaluation(task.model, run)
+    result = task.final_evaluation(task.model, run, sorted((run / "checkpoints").glob("step_*.pt")))
     assert result["test/checkpoints_averaged"] == 2
 
     expected = type(task.model)(task.model.cfg)

@@ -213,7 +213,7 @@ class _ScheduledAdamW:
 
 @pytest.mark.parametrize("t,rho,r,hilton", [row for row in PAPER_RT_TABLE if row[2] is not None])
 def test_rectification_table(t, rho, r, hilton):
-    """PAPER.md §2.3 at beta2 = 0.999."""
+    """the paper's closed forms at beta2 = 0.999."""
     assert rho_t(0.999, t) == pytest.approx(rho, abs=1e-3)
     assert rectification(0.999, t) == pytest.approx(r, abs=1e-4)
     assert hilton_multiplier(0.999, t) == pytest.approx(hilton, abs=1e-4)

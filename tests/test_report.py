@@ -1,4 +1,4 @@
-"""The report on synthetic run folders written through the real RunDir (DESIGN.md's contract).
+"""The report on synthetic run folders written through the real RunDir (the run-folder contract in README.md).
 
 Edge cases that real tiny runs cannot produce on demand: seeds with known metrics, failed,
 diverged, half-written and corrupted runs, configs that differ only in paths.
@@ -133,7 +133,7 @@ def test_failed_diverged_and_half_written_runs_are_counted_and_listed(tmp_path, 
     write_run(tmp_path / "s3", seed=3, status="diverged", final={"train/loss": math.nan})
     write_run(tmp_path / "s4", seed=4, status="failed", final={})
     truncate_last_line(write_run(tmp_path / "s5", seed=5, status=None))  # killed mid-write: no summary, torn line
-    write_run(tmp_path / "s6", seed=6, status="running")  # summary says running, but nobody holds the lock
+    write_run(tmp_path / "s6", seed=6, status="running")  # summary says running, but nobody holds the lock: interrupted
     write_run(tmp_path / "s7", seed=7)
     (tmp_path / "s7" / "summary.json").write_text('{"status": "compl')  # corrupted summary
     write_run(tmp_path / "s8", seed=8)
@@ -142,7 +142,7 @@ def test_failed_diverged_and_half_written_runs_are_counted_and_listed(tmp_path, 
     runs = load_runs([tmp_path])
     status = {r.path.name: r.status for r in runs}
     assert status == {"s1": "completed", "s2": "completed", "s3": "diverged", "s4": "failed", "s5": "incomplete",
-                      "s6": "running", "s7": "incomplete", "s8": "completed"}
+                      "s6": "interrupted", "s7": "incomplete", "s8": "completed"}
     s5 = next(r for r in runs if r.path.name == "s5")
     assert any("last line" in p for p in s5.problems) and any("no summary.json" in p for p in s5.problems)
     assert len(s5.rows) > 10  # the readable lines survive
@@ -158,7 +158,7 @@ def test_failed_diverged_and_half_written_runs_are_counted_and_listed(tmp_path, 
     assert "[report] figure" not in printed  # no figure failed on the broken runs
     assert f"incomplete {tmp_path / 's5'}" in printed
     report = (out / "report.md").read_text()
-    for name, state in [("s3", "diverged"), ("s4", "failed"), ("s5", "incomplete"), ("s6", "running"), ("s7", "incomplete"), ("s8", "completed")]:
+    for name, state in [("s3", "diverged"), ("s4", "failed"), ("s5", "incomplete"), ("s6", "interrupted"), ("s7", "incomplete"), ("s8", "completed")]:
         assert any(str(tmp_path / name) in line and f"| {state} |" in line for line in report.splitlines()), name
     assert "out of memory" in report and "no readable config.yaml" in report
     runs_csv = list(csv.DictReader((out / "runs.csv").open()))
@@ -218,14 +218,14 @@ def test_adam_2k_curves_start_at_minus_k(tmp_path):
 
 
 def test_paper_numbers_sit_beside_ours(tmp_path):
-    for seed, acc in [(1, 0.905), (2, 0.915)]:
+    for seed, acc in [(1, 90.5), (2, 91.5)]:  # percent, as every task logs accuracy
         write_run(tmp_path / f"radam_s{seed}", variant="radam", lr=0.1, seed=seed, final={"test/acc": acc}, best={"test/acc": acc})
-    write_run(tmp_path / "sgd", variant="sgd", lr=0.1, final={"test/acc": 0.9}, best={"test/acc": 0.9})
+    write_run(tmp_path / "sgd", variant="sgd", lr=0.1, final={"test/acc": 90.0}, best={"test/acc": 90.0})
     out = report_main([str(tmp_path), "--out", str(tmp_path / "report"), "--no-figures"])
     report = (out / "report.md").read_text()
-    # Table 1 (no condition) and §5.2 / Table 3 (lr = 0.1) all match the RAdam group; ours is a fraction, shown ×100
+    # Table 1 (no condition) and §5.2 / Table 3 (lr = 0.1) all match the RAdam group
     table1 = next(line for line in report.splitlines() if line.startswith("| Table 1 | cifar10 | radam"))
-    assert "| 91.38 |" in table1 and f"{91.0:.4g} ± {math.sqrt(2 * 0.5**2):.4g} (×100)" in table1 and "| 2 / ? |" in table1
+    assert "| 91.38 |" in table1 and f"| {91.0:.4g} ± {math.sqrt(2 * 0.5**2):.4g} |" in table1 and "| 2 / ? |" in table1
     assert "-0.38" in table1
     assert any(line.startswith("| §5.2 | cifar10 | radam") and "91.06" in line for line in report.splitlines())
     not_run = next(line for line in report.splitlines() if line.startswith("Paper numbers for these tasks without"))

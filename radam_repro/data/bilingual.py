@@ -131,6 +131,15 @@ class TokenizedText:
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])
         self.tokens = torch.tensor([token for sentence in sentences for token in sentence], dtype=torch.int32)
 
+    @classmethod
+    def from_flat(cls, tokens: np.ndarray, lengths: np.ndarray) -> "TokenizedText":
+        """Sentences stored back to back in ``tokens`` with the given ``lengths`` (fairseq's .bin layout)."""
+        text = cls.__new__(cls)
+        text.lengths = np.asarray(lengths, dtype=np.int64)
+        text.offsets = np.concatenate([[0], np.cumsum(text.lengths)])
+        text.tokens = torch.from_numpy(np.asarray(tokens).astype(np.int32))
+        return text
+
     def __len__(self) -> int:
         return len(self.lengths)
 

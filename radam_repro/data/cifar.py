@@ -2,50 +2,91 @@
 
 Augmentation (random crop 32 with zero padding 4, horizontal flip, drawn per sample) runs on the
 device as airbench does: no worker processes, and every draw is a pure function of
-(seed, epoch, batch index), which makes resumed runs replay the same batches.
+(seed, epoch, batch index), which makes resumed runs replay the same batches. The batch files are
+unpickled with an allow-list (numpy arrays only): a damaged or foreign file is an error naming it.
 """
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
+import numpy as np
 import torch
 from torchvision.datasets import CIFAR10
+from torchvision.datasets.utils import check_integrity as check_md5
 
 MEAN = (0.4914, 0.4822, 0.4465)  # the official recipe's normalisation
 STD = (0.2023, 0.1994, 0.2010)
 
 
-class _UncheckedCIFAR10(CIFAR10):
-    """Accepts md5-different batch files (e.g. re-cut or partial copies); only presence is checked."""
+FOLDER = "cifar-10-batches-py"
+FETCH_HINT = (
+    "download it with task.download=true (needs internet), or fetch "
+    "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and extract it into task.data_dir"
+)
+_NUMPY_GLOBALS = {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+}
 
-    def _check_integrity(self) -> bool:
-        folder = Path(self.root) / self.base_folder
-        return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles a CIFAR batch (dicts, lists, numpy arrays) and refuses any other global: no code runs."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in _NUMPY_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"unexpected object {module}.{name}")
+
+
+def read_batch(path: Path) -> tuple[np.ndarray, list[int]]:
+    """(data uint8 [N, 3072], labels) of one python batch file; a clear error naming the file otherwise."""
+    redo = f"replace it with a good copy ({FETCH_HINT})"
+    if path.stat().st_size == 0:
+        raise ValueError(f"CIFAR-10 batch {path} is empty; {redo}")
+    try:
+        with path.open("rb") as f:
+            entry = _ArrayUnpickler(f, encoding="latin1").load()
+        data, labels = np.asarray(entry["data"], dtype=np.uint8), list(entry["labels"])
+    except Exception as e:  # noqa: BLE001 - truncated, random bytes, another format: all mean a bad file
+        raise ValueError(
+            f"CIFAR-10 batch {path} is damaged or not a CIFAR-10 python batch "
+            f"({type(e).__name__}: {str(e)[:100]}); {redo}"
+        ) from None
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
+        raise ValueError(
+            f"CIFAR-10 batch {path} holds data of shape {data.shape} and {len(labels)} labels, "
+            f"not N x 3072 images with N labels; {redo}"
+        )
+    return data, labels
 
 
 def load_cifar10(data_dir: str | Path, train: bool, *, download: bool = False, check_integrity: bool = True):
     """(images uint8 [N, 3, 32, 32], labels int64 [N]) from ``data_dir/cifar-10-batches-py``."""
-    data_dir = Path(data_dir)
-    dataset_cls = CIFAR10 if check_integrity else _UncheckedCIFAR10
-    try:
-        dataset = dataset_cls(str(data_dir), train=train, download=download)
-    except RuntimeError as e:
-        folder = data_dir / "cifar-10-batches-py"
-        present = folder.is_dir() and any(folder.iterdir())
-        hint = (
-            "the files are there but fail torchvision's md5 check; if this copy is deliberately different "
-            "(e.g. a partial or re-cut set such as ../shared/data/cifar10/partial) add task.check_integrity=false"
-            if present
-            else "download with task.download=true (needs internet), or fetch "
-            "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and extract it into that folder"
-        )
+    folder = Path(data_dir) / FOLDER
+    if download:
+        CIFAR10(str(data_dir), train=train, download=True)
+    files = CIFAR10.train_list if train else CIFAR10.test_list
+    missing = [name for name, _ in files if not (folder / name).is_file()]
+    if missing:
         raise FileNotFoundError(
-            f"CIFAR-10 not usable at {folder} (expected data_batch_1..5, test_batch, batches.meta): {hint}. "
-            f"Set task.data_dir to the folder that contains cifar-10-batches-py. [{e}]"
-        ) from e
-    images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()
-    return images, torch.tensor(dataset.targets, dtype=torch.long)
+            f"CIFAR-10 not usable at {folder}: missing {', '.join(missing)} (expected data_batch_1..5 and "
+            f"test_batch); {FETCH_HINT}. Set task.data_dir to the folder that contains {FOLDER}."
+        )
+    if check_integrity:
+        bad = [name for name, md5 in files if not check_md5(str(folder / name), md5)]
+        if bad:
+            raise ValueError(
+                f"CIFAR-10 files in {folder} fail torchvision's md5 check: {', '.join(bad)}. If this copy is "
+                "deliberately different (e.g. a partial or re-cut set such as ../shared/data/cifar10/partial) add "
+                f"task.check_integrity=false; else {FETCH_HINT}"
+            )
+    batches = [read_batch(folder / name) for name, _ in files]
+    images = torch.from_numpy(np.concatenate([data for data, _ in batches]).reshape(-1, 3, 32, 32))
+    return images, torch.tensor([label for _, labels in batches for label in labels], dtype=torch.long)
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:

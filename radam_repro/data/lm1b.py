@@ -7,8 +7,9 @@ Layout (the official archive, unpacked under ``data_dir``)::
       heldout-monolingual.tokenized.shuffled/news.en.heldout-000NN-of-00050 (50 held-out shards)
 
 WikiText-2/103 (``train.txt valid.txt test.txt`` or ``wiki.{train,valid,test}.tokens``) goes through the
-same code with ``keep_blank=True``. The vocabulary and the encoded shards are cached next to the data
-when that folder is writable, else under ``$RADAM_REPRO_CACHE`` (default ``~/.cache/radam_repro``).
+same code with ``keep_blank=True``. The vocabulary and the encoded shards are cached under
+``task.cache_dir``, else ``$RADAM_REPRO_CACHE/lm``, else the user's cache folder (``~/.cache/radam_repro/lm``):
+never inside the data folder, which clusters often share read-only.
 
 Training batches follow the official ``LargeDataset``: a shard's stream t_0..t_n is cut into
 ``batch_size`` contiguous rows of W·bptt tokens (W = ⌊n / (batch_size·bptt)⌋, the shorter tail
@@ -33,6 +34,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from radam_repro.data.bilingual import default_cache_dir
 from radam_repro.data.lm_corpus import TextFile, Vocabulary, cached_vocabulary, encoded
 
 LM1B_ROOT = "1-billion-word-language-modeling-benchmark-r13output"
@@ -42,13 +44,9 @@ LAYOUT_HELP = (f"the One-Billion-Word layout {LM1B_ROOT}/{{{LM1B_TRAIN}, {LM1B_H
                "(download and encode it with launch/prepare_lm1b.sh), or WikiText's train/valid/test.txt")
 
 
-def cache_root(data_dir: Path, cache_dir: str | os.PathLike | None = None) -> Path:
-    """``cache_dir`` if given, else ``data_dir/radam_repro_cache`` if writable, else ``$RADAM_REPRO_CACHE/lm``."""
-    if cache_dir:
-        return Path(cache_dir)
-    if os.access(data_dir, os.W_OK):
-        return data_dir / "radam_repro_cache"
-    return Path(os.environ.get("RADAM_REPRO_CACHE", Path.home() / ".cache" / "radam_repro")) / "lm"
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """``cache_dir`` if given, else ``$RADAM_REPRO_CACHE/lm``, else ``~/.cache/radam_repro/lm``."""
+    return Path(cache_dir) if cache_dir else default_cache_dir() / "lm"
 
 
 def resolve_files(data_dir: Path, patterns: Sequence[str], split: str, lines=(0.0, 1.0), keep_blank=False) -> list[TextFile]:
@@ -86,7 +84,7 @@ def open_corpus(data_dir: str | os.PathLike, files: dict[str, Sequence[str]], *,
         raise ValueError("no training files given: set task.train_files (globs relative to task.data_dir)")
     text_files = {split: resolve_files(data_dir, patterns, split, lines.get(split, (0.0, 1.0)), keep_blank)
                   for split, patterns in files.items() if patterns}
-    cache = cache_root(data_dir, cache_dir)
+    cache = cache_root(cache_dir)
     if vocab_file:
         vocab = Vocabulary.load(Path(vocab_file), threshold)
     else:
@@ -161,7 +159,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Build the One-Billion-Word vocabulary and encode every shard once.")
     parser.add_argument("--data-dir", required=True, help=f"the folder holding {LM1B_ROOT}/ (or that folder itself)")
     parser.add_argument("--threshold", type=int, default=3, help="words seen at most this often become <unk>")
-    parser.add_argument("--cache-dir", default=None, help="where to cache (default: next to the data if writable)")
+    parser.add_argument("--cache-dir", default=None,
+                        help="where to cache (default: $RADAM_REPRO_CACHE/lm, else ~/.cache/radam_repro/lm)")
     args = parser.parse_args(argv)
     data_dir = Path(args.data_dir)
     if (data_dir / LM1B_ROOT).is_dir():
@@ -170,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                          threshold=args.threshold, cache_dir=args.cache_dir)
     sizes = {split: sum(len(a) for a in arrays) for split, arrays in corpus.splits.items()}
     print(f"vocabulary: {len(corpus.vocab)} words (threshold {args.threshold}); tokens: {sizes}; "
-          f"cache: {cache_root(data_dir, args.cache_dir)}")
+          f"cache: {cache_root(args.cache_dir)}")
 
 
 if __name__ == "__main__":

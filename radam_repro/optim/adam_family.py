@@ -1,4 +1,4 @@
-"""One multi-tensor Adam core that every variant of the paper runs on.
+"""One Adam core that every variant of the paper runs on.
 
 Each step t (1-based, counted per parameter) first updates the moments (Liu et al., Alg. 1-2)::
 
@@ -22,20 +22,26 @@ where m_hat = m_t / (1 - beta1^t) and the denominator depends on ``eps_placement
 The two agree up to eps' scale: eps_sqrt_v = eps_sqrt_vhat * sqrt(1 - beta2^t), which matters
 for Adam-eps (eps = 1e-4) in the first thousand steps.
 
-The fast path buckets parameters by (device, dtype, step) and runs ``torch._foreach_*`` kernels
-per bucket; rho_t, r_t and the bias corrections are Python floats (no host-device sync).
+Parameters are bucketed by (device, dtype, step). The adaptive phase of a bucket is one pass of
+torch's fused Adam/AdamW kernel (``fused=None``, the default, wherever the device has one) with the
+variant folded into its scalar arguments (see :func:`_fused_adam_update`); the rare phases (sgd,
+skip, freeze) and ``fused=False`` run ``torch._foreach_*`` kernels. Steps are counted on the host
+too, so rho_t, r_t and the bias corrections are Python floats: no host-device sync per step.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch.optim import Optimizer
 
 EPS_PLACEMENTS = ("sqrt_v", "sqrt_vhat")
+FUSED_DEVICES = ("cpu", "cuda")
+FUSED_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 
 
 def _check_range(name: str, value: float, low: float, high: float, *, low_open=False, high_open=True) -> None:
@@ -58,14 +64,32 @@ def validate_adam_hyperparameters(group: dict[str, Any]) -> None:
     _check_range("weight_decay", group["weight_decay"], 0.0, math.inf)
     if group["eps_placement"] not in EPS_PLACEMENTS:
         raise ValueError(f"invalid eps_placement={group['eps_placement']!r}: choose one of {EPS_PLACEMENTS}")
+    if group["fused"] not in (None, True, False):
+        raise ValueError(f"invalid fused={group['fused']!r}: choose None (fused where supported), True or False")
+    if group["fused"]:
+        for p in group["params"]:
+            if not _fused_supported(p):
+                raise ValueError(
+                    f"fused=True needs {'/'.join(FUSED_DEVICES)} parameters of a floating dtype, got one on "
+                    f"{p.device} of {p.dtype}; pass fused=None (fused where supported) or fused=False"
+                )
+
+
+def _fused_supported(p: torch.Tensor) -> bool:
+    return p.device.type in FUSED_DEVICES and p.dtype in FUSED_DTYPES
 
 
 class AdamFamily(Optimizer):
     """Shared core: Adam's moments plus a per-step rule ``(phase, multiplier)``.
 
     Subclasses override :meth:`rule`. ``group_stats[i]`` holds the phase and multiplier that
-    group ``i`` used at its last step (for logging; e.g. RAdam's r_t).
+    group ``i`` used at its last step (for logging; e.g. RAdam's r_t). ``fused=None`` runs the
+    adaptive phase through torch's fused kernels where the device has them, ``False`` on foreach
+    kernels only. With ``torch.amp.GradScaler`` the fused kernels unscale the gradients and skip
+    the step on inf/NaN themselves (``_step_supports_amp_scaling``, as torch.optim.Adam).
     """
+
+    _step_supports_amp_scaling = True
 
     def __init__(
         self,
@@ -76,6 +100,7 @@ class AdamFamily(Optimizer):
         weight_decay: float = 0.0,
         decoupled_weight_decay: bool = True,
         eps_placement: str = "sqrt_v",
+        fused: bool | None = None,
         **extra: Any,
     ) -> None:
         defaults = dict(
@@ -85,15 +110,31 @@ class AdamFamily(Optimizer):
             weight_decay=weight_decay,
             decoupled_weight_decay=decoupled_weight_decay,
             eps_placement=eps_placement,
+            fused=fused,
             **extra,
         )
-        self.group_stats: list[dict[str, Any]] = []
+        self._init_host_state()
         super().__init__(params, defaults)
+
+    def _init_host_state(self) -> None:
+        # host copies of each parameter's step count (read from state["step"] once when missing), and the
+        # previous step's found_inf when a CUDA GradScaler's skip is resolved one step late (no sync)
+        self._steps: dict[torch.Tensor, int] = {}
+        self._pending_skip: tuple[torch.Tensor, Any, list[torch.Tensor]] | None = None
+        self.group_stats: list[dict[str, Any]] = [
+            {"phase": None, "multiplier": None, "step": 0} for _ in getattr(self, "param_groups", [])
+        ]
+
+    def __setstate__(self, state: dict[str, Any]) -> None:  # copy.deepcopy / pickle keep only the torch state
+        super().__setstate__(state)
+        self._init_host_state()
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if "betas" in param_group:
             param_group["betas"] = tuple(param_group["betas"])
-        self.validate_group({**self.defaults, **param_group})
+        params = param_group["params"]
+        params = [params] if torch.is_tensor(params) else list(params)
+        self.validate_group({**self.defaults, **param_group, "params": params})
         super().add_param_group(param_group)
         self.group_stats.append({"phase": None, "multiplier": None, "step": 0})
 
@@ -104,6 +145,11 @@ class AdamFamily(Optimizer):
         """Phase and step multiplier c_t at step ``step`` (1-based). Plain Adam: adaptive, 1."""
         return "adaptive", 1.0
 
+    @staticmethod
+    def _step_device(group: dict[str, Any], p: torch.Tensor) -> torch.device:
+        """Where state["step"] lives: on the parameter's device for the fused kernels (as torch's fused Adam)."""
+        return p.device if group["fused"] is not False and _fused_supported(p) else torch.device("cpu")
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state saved by any Adam-family optimizer (ours, torch Adam/AdamW/RAdam, official RAdam)."""
         super().load_state_dict(state_dict)
@@ -111,18 +157,23 @@ class AdamFamily(Optimizer):
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
             group["betas"] = tuple(group["betas"])
-        for state in self.state.values():
-            missing = {"step", "exp_avg", "exp_avg_sq"} - set(state)
-            if missing:
-                raise ValueError(
-                    f"cannot load optimizer state into {type(self).__name__}: a parameter's state has keys "
-                    f"{sorted(state)} but Adam-family state needs 'step', 'exp_avg' and 'exp_avg_sq' "
-                    f"(missing {sorted(missing)}). Was it saved by a non-Adam optimizer such as SGD? "
-                    "Start this optimizer fresh instead of loading that state."
-                )
-            if not torch.is_tensor(state["step"]):  # the official radam.py stores an int
-                state["step"] = torch.tensor(float(state["step"]), dtype=torch.float32)
-        self.group_stats = [{"phase": None, "multiplier": None, "step": 0} for _ in self.param_groups]
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = self.state.get(p)
+                if not state:
+                    continue
+                missing = {"step", "exp_avg", "exp_avg_sq"} - set(state)
+                if missing:
+                    raise ValueError(
+                        f"cannot load optimizer state into {type(self).__name__}: a parameter's state has keys "
+                        f"{sorted(state)} but Adam-family state needs 'step', 'exp_avg' and 'exp_avg_sq' "
+                        f"(missing {sorted(missing)}). Was it saved by a non-Adam optimizer such as SGD? "
+                        "Start this optimizer fresh instead of loading that state."
+                    )
+                # the official radam.py stores an int; torch's non-fused Adam a CPU tensor
+                step = float(state["step"])
+                state["step"] = torch.tensor(step, dtype=torch.float32, device=self._step_device(group, p))
+        self._init_host_state()
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
@@ -130,27 +181,149 @@ class AdamFamily(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        grad_scale, found_inf = getattr(self, "grad_scale", None), getattr(self, "found_inf", None)
+        self._resolve_pending_skip()
+        host_skip = None  # found_inf read on the host, only if a foreach bucket needs it
+        deferred: list[torch.Tensor] = []  # params whose step the fused kernel may have skipped on found_inf
         for group, stats in zip(self.param_groups, self.group_stats):
             buckets: dict[tuple, list[list[torch.Tensor]]] = defaultdict(lambda: [[], [], [], [], []])
             for p in group["params"]:
-                if p.grad is None:
+                grad = p.grad
+                if grad is None:
                     continue
-                if p.grad.is_sparse:
+                if grad.is_sparse:
                     raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
                 state = self.state[p]
                 if not state:
-                    state["step"] = torch.tensor(0.0, dtype=torch.float32)
+                    state["step"] = torch.zeros((), dtype=torch.float32, device=self._step_device(group, p))
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                bucket = buckets[(p.device, p.dtype, int(state["step"]) + 1)]
-                for i, tensor in enumerate((p, p.grad, state["exp_avg"], state["exp_avg_sq"], state["step"])):
+                    self._steps[p] = 0
+                t = self._steps.get(p)
+                if t is None:
+                    t = self._steps[p] = int(state["step"])
+                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+                # the fused kernels walk raw memory: every tensor of a parameter must share its layout
+                same_layout = grad.stride() == p.stride() == exp_avg.stride() == exp_avg_sq.stride()
+                bucket = buckets[(p.device, p.dtype, t + 1, same_layout)]
+                for i, tensor in enumerate((p, grad, exp_avg, exp_avg_sq, state["step"])):
                     bucket[i].append(tensor)
-            for (_, _, t), (params, grads, exp_avgs, exp_avg_sqs, steps) in buckets.items():
-                torch._foreach_add_(steps, 1.0)
+            for (device, dtype, t, same_layout), (params, grads, exp_avgs, exp_avg_sqs, steps) in buckets.items():
                 phase, multiplier = self.rule(group, t)
-                _adam_update(params, grads, exp_avgs, exp_avg_sqs, group=group, step=t, phase=phase, multiplier=multiplier)
+                scale, inf = (x if x is None else x.to(device, non_blocking=True) for x in (grad_scale, found_inf))
+                fused = (
+                    group["fused"] is not False
+                    and same_layout
+                    and device.type in FUSED_DEVICES
+                    and dtype in FUSED_DTYPES
+                    and phase == "adaptive"
+                    and multiplier > 0
+                )
+                if fused:
+                    torch._foreach_add_(steps, 1.0)
+                    _fused_adam_update(
+                        params,
+                        grads,
+                        exp_avgs,
+                        exp_avg_sqs,
+                        steps,
+                        group=group,
+                        step=t,
+                        multiplier=multiplier,
+                        grad_scale=scale,
+                        found_inf=inf,
+                    )
+                    if inf is not None:
+                        torch._foreach_sub_(steps, [inf] * len(steps))
+                        deferred += params
+                else:
+                    if found_inf is not None:
+                        host_skip = bool(found_inf) if host_skip is None else host_skip  # one read, rare phases
+                        if host_skip:
+                            continue
+                    if scale is not None:
+                        torch._foreach_div_(grads, scale)
+                    torch._foreach_add_(steps, 1.0)
+                    _adam_update(
+                        params, grads, exp_avgs, exp_avg_sqs, group=group, step=t, phase=phase, multiplier=multiplier
+                    )
+                for p in params:
+                    self._steps[p] = t
                 stats.update(phase=phase, multiplier=multiplier, step=t)
+        if deferred:
+            self._defer_skip(found_inf, deferred)
         return loss
+
+    def _defer_skip(self, found_inf: torch.Tensor, params: list[torch.Tensor]) -> None:
+        """Remember found_inf to un-count ``params``' host steps if the kernel skipped them.
+
+        On CUDA it is copied to the host asynchronously and read at the next step (by then long done),
+        so a GradScaler costs no sync; elsewhere it is read now.
+        """
+        if found_inf.device.type == "cuda":
+            host = found_inf.to("cpu", non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            self._pending_skip = (host, event, params)
+        else:
+            self._pending_skip = (found_inf, None, params)
+            self._resolve_pending_skip()
+
+    def _resolve_pending_skip(self) -> None:
+        if self._pending_skip is None:
+            return
+        found_inf, event, params = self._pending_skip
+        self._pending_skip = None
+        if event is not None:
+            event.synchronize()
+        if bool(found_inf):
+            for p in params:
+                self._steps[p] -= 1
+
+
+def _fused_adam_update(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    steps: list[torch.Tensor],
+    *,
+    group: dict[str, Any],
+    step: int,
+    multiplier: float,
+    grad_scale: torch.Tensor | None,
+    found_inf: torch.Tensor | None,
+) -> None:
+    """The adaptive phase of a bucket as one pass of torch's fused Adam (L2) or AdamW (decoupled) kernel.
+
+    The kernel computes theta <- theta(1 - lr' wd') - lr'/(1 - beta1^t) m / (sqrt(v / (1 - beta2^t)) + eps')
+    with t read from ``steps``; the variant maps onto it with
+    lr' = lr c_t (the multiplier scales the adaptive step only), wd' = wd / c_t for decoupled decay
+    (so lr' wd' = lr wd, the un-multiplied lr), wd' = wd for L2, and eps' = eps / sqrt(1 - beta2^t)
+    for ``sqrt_v`` (sqrt(v_t) + eps = sqrt(1 - beta2^t) (sqrt(v_hat) + eps')), eps' = eps for ``sqrt_vhat``.
+    """
+    lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+    if group["eps_placement"] == "sqrt_v":
+        eps = eps / math.sqrt(1.0 - beta2**step)
+    decoupled = wd != 0 and group["decoupled_weight_decay"]
+    kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
+    kernel(
+        params,
+        grads,
+        exp_avgs,
+        exp_avg_sqs,
+        [],
+        steps,
+        lr=lr * multiplier,
+        beta1=beta1,
+        beta2=beta2,
+        weight_decay=wd / multiplier if decoupled else wd,
+        eps=eps,
+        amsgrad=False,
+        maximize=False,
+        grad_scale=grad_scale,
+        found_inf=found_inf,
+    )
 
 
 def _adam_update(

@@ -19,7 +19,7 @@ Decays (:class:`Decay`, described by the task):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
@@ -44,6 +44,7 @@ class Decay:
     milestones: list[int] = field(default_factory=list)
     gamma: float = 0.1
     min_lr_ratio: float = 0.0
+    min_lr: float | None = None  # linear: an absolute floor (fairseq --min-lr); build_schedule turns it into the ratio
     start: int | None = None  # linear: first decaying update (None: after a linear warmup, as fairseq)
 
 
@@ -132,6 +133,8 @@ def build_schedule(optimizer_cfg, decay: Decay, total_steps: int) -> Schedule:
     """The run's multiplier from ``optimizer.warmup`` (kind, steps, init_lr) and the task's decay."""
     warmup = optimizer_cfg.get("warmup") or {}
     lr = float(optimizer_cfg["lr"])
+    if decay.min_lr is not None:
+        decay = replace(decay, min_lr_ratio=decay.min_lr / lr if lr > 0 else 0.0, min_lr=None)
     init_lr = float(warmup.get("init_lr", 0.0) or 0.0)
     return Schedule(
         warmup=str(warmup.get("kind", "none")),

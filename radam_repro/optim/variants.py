@@ -2,12 +2,15 @@
 
 Adam-vanilla, Adam-eps (eps = 1e-4) and Adam-warmup are :class:`Adam` with other settings
 (warmup is a schedule, see :mod:`radam_repro.optim.schedules`); the untuned warmups of
-Ma & Yarats (2019) are schedules too.
+Ma & Yarats (2019) are schedules too. Every class takes ``fused``: ``None`` (default) runs the
+adaptive phase on torch's fused Adam/AdamW kernels where the device has them, ``False`` on foreach
+kernels only (see :mod:`radam_repro.optim.adam_family`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from radam_repro.optim.adam_family import AdamFamily
 from radam_repro.optim.rectification import hilton_multiplier, rectification
@@ -35,8 +38,9 @@ class Adam(AdamFamily):
         weight_decay: float = 0.0,
         decoupled_weight_decay: bool = True,
         eps_placement: str = "sqrt_v",
+        fused: bool | None = None,
     ) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, decoupled_weight_decay, eps_placement)
+        super().__init__(params, lr, betas, eps, weight_decay, decoupled_weight_decay, eps_placement, fused)
 
 
 class Adam2k(AdamFamily):
@@ -56,9 +60,18 @@ class Adam2k(AdamFamily):
         decoupled_weight_decay: bool = True,
         eps_placement: str = "sqrt_v",
         freeze_steps: int = 2000,
+        fused: bool | None = None,
     ) -> None:
         super().__init__(
-            params, lr, betas, eps, weight_decay, decoupled_weight_decay, eps_placement, freeze_steps=freeze_steps
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            decoupled_weight_decay,
+            eps_placement,
+            fused,
+            freeze_steps=freeze_steps,
         )
 
     def validate_group(self, group: dict[str, Any]) -> None:
@@ -99,6 +112,7 @@ class RAdam(AdamFamily):
         degenerated_to_sgd: bool = True,
         decoupled_weight_decay: bool = True,
         eps_placement: str = "sqrt_v",
+        fused: bool | None = None,
     ) -> None:
         super().__init__(
             params,
@@ -108,6 +122,7 @@ class RAdam(AdamFamily):
             weight_decay,
             decoupled_weight_decay,
             eps_placement,
+            fused,
             threshold=threshold,
             degenerated_to_sgd=degenerated_to_sgd,
         )
@@ -147,8 +162,9 @@ class SimplifiedRAdam(AdamFamily):
         weight_decay: float = 0.0,
         decoupled_weight_decay: bool = True,
         eps_placement: str = "sqrt_v",
+        fused: bool | None = None,
     ) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, decoupled_weight_decay, eps_placement)
+        super().__init__(params, lr, betas, eps, weight_decay, decoupled_weight_decay, eps_placement, fused)
 
     def rule(self, group: dict[str, Any], step: int) -> tuple[str, float]:
         return "adaptive", hilton_multiplier(group["betas"][1], step)

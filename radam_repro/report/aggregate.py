@@ -19,9 +19,12 @@ import yaml
 
 from radam_repro.report.runs import Run
 
-# The run-specific keys: what configs/config.yaml leaves out of run-folder names, plus the seed.
+# The run-specific keys: what configs/config.yaml leaves out of run-folder names (paths, device, threads,
+# logging cadence, logger); a resumed run may change them (train.check_resume_config). Grouping also ignores the seed.
 _PRIMARY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "config.yaml"
-IGNORED_KEYS = {"seed", "group", *yaml.safe_load(_PRIMARY_CONFIG.read_text())["hydra"]["job"]["config"]["override_dirname"]["exclude_keys"]}
+_HYDRA_JOB = yaml.safe_load(_PRIMARY_CONFIG.read_text())["hydra"]["job"]
+RUN_SPECIFIC_KEYS = set(_HYDRA_JOB["config"]["override_dirname"]["exclude_keys"])
+IGNORED_KEYS = {"seed", "group", *RUN_SPECIFIC_KEYS}
 IGNORED_PREFIXES = ("logger.", "hydra.")
 PATH_LIKE = re.compile(r"(^|[._])(dir|path|root|file|folder)$")
 # Grouping keys come in this order (the paper's axes), then alphabetically.
@@ -46,13 +49,13 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def is_run_specific(key: str) -> bool:
+    """A flattened config key that describes where and how a run runs, not what it computes."""
+    return key in RUN_SPECIFIC_KEYS or key.startswith(IGNORED_PREFIXES) or bool(PATH_LIKE.search(key))
+
+
 def is_ignored(key: str, extra: tuple[str, ...] = ()) -> bool:
-    return (
-        key in IGNORED_KEYS
-        or key.startswith(IGNORED_PREFIXES)
-        or bool(PATH_LIKE.search(key))
-        or any(key == e or key.startswith(e + ".") for e in extra)
-    )
+    return key in IGNORED_KEYS or is_run_specific(key) or any(key == e or key.startswith(e + ".") for e in extra)
 
 
 def higher_is_better(metric: str) -> bool:

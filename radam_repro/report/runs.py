@@ -1,8 +1,10 @@
-"""Reading run folders (DESIGN.md's contract) robustly: a broken run is listed, never fatal.
+"""Reading run folders (the run-folder contract in README.md) robustly: a broken run is listed, never fatal.
 
 A folder is a run if it holds ``config.yaml`` or ``summary.json``; other folders are walked
 recursively (hidden ones such as Hydra's ``.hydra/`` are skipped, and a run's own subfolders are
-not searched). Status comes from ``summary.json``; without one, a run is ``incomplete``.
+not searched). Status comes from ``summary.json``; without one, a run is ``incomplete``; a ``running``
+summary whose lock owner is gone (a dead pid on this host, or an expired lease) is ``interrupted``.
+Non-finite numbers, written as the strings "NaN", "Infinity", "-Infinity" (strict JSON), read back as floats.
 """
 
 from __future__ import annotations
@@ -10,13 +12,17 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
-STATUSES = ("completed", "diverged", "failed", "running", "incomplete")
+from radam_repro.folder_lock import lock_state
+
+STATUSES = ("completed", "diverged", "failed", "running", "interrupted", "incomplete")
+NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 TRAIN_METRICS = ("loss", "acc", "ppl")  # final "train/<m>": mean of the last TRAIN_WINDOW logged values
 TRAIN_WINDOW = 10
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -35,11 +41,11 @@ class Run:
 
     @property
     def task(self) -> str | None:
-        return (self.config.get("task") or {}).get("name")
+        return _section(self.config, "task").get("name")
 
     @property
     def variant(self) -> str | None:
-        return (self.config.get("optimizer") or {}).get("name")
+        return _section(self.config, "optimizer").get("name")
 
     @property
     def seed(self) -> Any:
@@ -47,9 +53,11 @@ class Run:
 
     @property
     def step(self) -> int | None:
+        """The last step the run reached: its summary's (advanced at each checkpoint) or its last logged row's."""
+        steps = [r["step"] for r in self.rows if isinstance(r.get("step"), int)]
         if self.summary and isinstance(self.summary.get("step"), int):
-            return self.summary["step"]
-        return max((r["step"] for r in self.rows if isinstance(r.get("step"), int)), default=None)
+            steps.append(self.summary["step"])
+        return max(steps, default=None)
 
     def final(self) -> dict[str, float]:
         """Final metrics: the summary's ``final`` plus ``train/<m>``, the mean of the last logged values."""
@@ -112,7 +120,8 @@ def read_metrics(path: Path, problems: list[str]) -> list[dict[str, Any]]:
         return []
     lines = path.read_bytes().splitlines()
     try:  # fast path: one parse of the whole file as a JSON array
-        return [r for r in json.loads(b"[" + b",".join(line for line in lines if line.strip()) + b"]") if isinstance(r, dict)]
+        rows = json.loads(b"[" + b",".join(line for line in lines if line.strip()) + b"]", object_hook=_decode)
+        return [r for r in rows if isinstance(r, dict)]
     except ValueError:
         pass
     rows = []
@@ -120,7 +129,7 @@ def read_metrics(path: Path, problems: list[str]) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = json.loads(line, object_hook=_decode)
         except ValueError:
             where = "last line" if number == len(lines) else f"line {number}"
             problems.append(f"metrics.jsonl {where} unreadable (half-written?), skipped")
@@ -147,13 +156,16 @@ def load_run(path: Path) -> Run:
     if not isinstance(config, dict):
         problems.append("no readable config.yaml: this run cannot be grouped")
         config = {}
-    summary = _read(path / "summary.json", json.loads, problems)
-    summary = summary if isinstance(summary, dict) else None
+    summary = _read(path / "summary.json", lambda b: json.loads(b, object_hook=_decode), problems)
+    if summary is not None and not isinstance(summary, dict):
+        problems.append(f"summary.json holds a {type(summary).__name__}, not an object; ignored")
+    summary = _checked_summary(summary, problems) if isinstance(summary, dict) else None
     rows = read_metrics(path / "metrics.jsonl", problems)
     if summary and isinstance(summary.get("status"), str):
         status = summary["status"]
-        if status == "running" and not (path / ".lock").exists():
-            problems.append("summary says running but no .lock: its process probably died (resume it)")
+        if status == "running" and lock_state(path) is None:
+            status = "interrupted"
+            problems.append("its process is gone (killed, or its node lost): rerun the same command to resume it")
     else:
         status = "incomplete"
         if not (path / "summary.json").exists():
@@ -161,6 +173,37 @@ def load_run(path: Path) -> Run:
     if status == "completed" and any(not _finite(v) for v in (summary.get("final") or {}).values()):
         problems.append("completed with non-finite final metrics")
     return Run(path=path, config=config, summary=summary, rows=rows, status=status, problems=problems)
+
+
+def _checked_summary(summary: dict[str, Any], problems: list[str]) -> dict[str, Any]:
+    """The summary with malformed fields (``final``/``best`` not a mapping of numbers, a non-integer step) dropped."""
+    summary = dict(summary)
+    for key in ("final", "best"):
+        value = summary.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            problems.append(f"summary.json: {key} is a {type(value).__name__}, not a mapping of metrics; ignored")
+            summary[key] = {}
+        elif bad := [k for k, v in value.items() if not isinstance(v, (int, float)) or isinstance(v, bool)]:
+            problems.append(f"summary.json: {key} has non-numeric values ({', '.join(bad[:3])}); ignored")
+            summary[key] = {k: v for k, v in value.items() if k not in bad}
+    if "step" in summary and not (isinstance(summary["step"], int) and not isinstance(summary["step"], bool)):
+        problems.append(f"summary.json: step {summary['step']!r} is not an integer; ignored")
+        summary.pop("step")
+    if "status" in summary and not isinstance(summary["status"], str):
+        problems.append(f"summary.json: status {summary['status']!r} is not a string")
+    return summary
+
+
+def _section(config: dict[str, Any], name: str) -> dict[str, Any]:
+    value = config.get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def _decode(obj: dict[str, Any]) -> dict[str, Any]:
+    """JSON object hook: the strict-JSON spellings of non-finite numbers back to floats."""
+    return {k: NON_FINITE[v] if isinstance(v, str) and v in NON_FINITE else v for k, v in obj.items()}
 
 
 def load_runs(roots: list[Path]) -> list[Run]:

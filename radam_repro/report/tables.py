@@ -73,12 +73,9 @@ class PaperEntry:
         config = flatten(group.runs[0].config)
         return all(_same(config.get(k), v) for k, v in self.where.items())
 
-    def ours(self, group: Group) -> tuple[Stat | None, bool]:
-        """Our statistic for this entry, and whether it was scaled ×100 (a fraction against a percent)."""
-        stat = (group.best if self.kind == "best" else group.final).get(self.metric)
-        if stat is not None and self.unit == "percent" and abs(stat.mean) <= 1.0:
-            return Stat(stat.mean * 100, None if stat.std is None else stat.std * 100, stat.n), True
-        return stat, False
+    def ours(self, group: Group) -> Stat | None:
+        """Our statistic for this entry (accuracies are logged in percent, as the paper reports them)."""
+        return (group.best if self.kind == "best" else group.final).get(self.metric)
 
     def condition(self) -> str:
         return ", ".join(f"{k.removeprefix('optimizer.')}={v}" for k, v in self.where.items())
@@ -112,8 +109,7 @@ def comparison_rows(agg: Aggregate, paper: list[PaperEntry]) -> list[dict[str, A
             continue
         groups = [g for g in agg.groups if entry.matches(g)]
         for group in groups or [None]:
-            stat, scaled = entry.ours(group) if group else (None, False)
-            rows.append({"entry": entry, "group": group, "stat": stat, "scaled": scaled})
+            rows.append({"entry": entry, "group": group, "stat": entry.ours(group) if group else None})
     return rows
 
 
@@ -180,7 +176,7 @@ def _paper_section(agg: Aggregate, paper: list[PaperEntry]) -> list[str]:
         name = agg.label(group)
         if entry.describe():
             name += f" [{entry.describe()}]"
-        ours = "—" if stat is None else stat.format() + (" (×100)" if row["scaled"] else "")
+        ours = "—" if stat is None else stat.format()
         seeds = f"{stat.n if stat else 0} / {entry.seeds or '?'}"
         delta = "—" if stat is None else f"{stat.mean - entry.value:+.4g}"
         cells = [entry.source, entry.task, name, f"{entry.kind} {entry.metric}", paper_cell, ours, seeds, delta]

@@ -31,6 +31,7 @@ class Task:
     total_steps: int
     clip_norm: float = 0.0  # 0 disables gradient-norm clipping
     decay: Decay = Decay()
+    checkpoints_needed: int = 0  # step checkpoints final_evaluation reads (the loop keeps at least this many)
 
     def train_batches(self, epoch: int, start: int = 0) -> Iterator[Any]:
         """Yield the training batches of ``epoch`` (0-based), skipping the first ``start``.
@@ -66,10 +67,11 @@ class Task:
         """Validation/test metrics, keys prefixed by split, e.g. ``{"valid/loss": .., "test/acc": ..}``."""
         raise NotImplementedError
 
-    def final_evaluation(self, model: nn.Module, run_dir: Path) -> dict[str, float]:
+    def final_evaluation(self, model: nn.Module, run_dir: Path, checkpoints: list[Path]) -> dict[str, float]:
         """Extra evaluation at the end of training (e.g. checkpoint averaging and beam search).
 
-        ``run_dir / "checkpoints"`` holds the kept checkpoints. Default: :meth:`evaluate`.
+        ``checkpoints``: the kept step checkpoints, oldest first (the last :attr:`checkpoints_needed` at
+        least); ``run_dir`` takes any output files. Default: :meth:`evaluate`.
         """
         return self.evaluate(model)
 

@@ -1,4 +1,4 @@
-"""Task ``cifar10``: ResNet-20 on CIFAR-10 with the official recipe (PAPER.md §1.4).
+"""Task ``cifar10``: ResNet-20 on CIFAR-10 with the official recipe (RAdam repository, cifar_imagenet/recipes.md and cifar.py).
 
 Batch 128 (last partial batch kept, 391 updates per epoch on the full set), 164 epochs with
 lr x0.1 at the start of epochs 81 and 122, test accuracy after every epoch.
@@ -27,10 +27,10 @@ class CifarConfig:
     check_integrity: bool = True  # false accepts md5-different files (e.g. the staged partial set)
     depth: int = 20
     epochs: int = 164
-    milestones: list[int] = field(default_factory=lambda: [81, 122])  # epochs where lr is multiplied by gamma
-    gamma: float = 0.1
+    decay_epochs: list[int] = field(default_factory=lambda: [81, 122])  # 0-based: lr x decay_gamma from these epochs on
+    decay_gamma: float = 0.1
     batch_size: int = 128
-    test_batch_size: int = 100
+    eval_batch_size: int = 100
     train_subset: Optional[int] = None  # keep only the first N training images (small CPU variants)
     clip_norm: float = 0.0
 
@@ -51,7 +51,7 @@ class CifarTask(Task):
         self.steps_per_epoch = math.ceil(len(self.train_x) / cfg.batch_size)
         self.total_steps = cfg.epochs * self.steps_per_epoch
         self.clip_norm = cfg.clip_norm
-        self.decay = Decay(kind="step", milestones=[m * self.steps_per_epoch for m in cfg.milestones], gamma=cfg.gamma)
+        self.decay = Decay(kind="step", milestones=[e * self.steps_per_epoch for e in cfg.decay_epochs], gamma=cfg.decay_gamma)
 
     def _generator(self, *key: int) -> torch.Generator:
         return torch.Generator().manual_seed(hash((self.seed, *key)) % 2**63)
@@ -72,9 +72,9 @@ class CifarTask(Task):
     @torch.no_grad()
     def evaluate(self, model) -> dict[str, float]:
         total_loss, correct = 0.0, 0
-        for i in range(0, len(self.test_x), self.cfg.test_batch_size):
-            logits = model(self.test_x[i : i + self.cfg.test_batch_size])
-            labels = self.test_y[i : i + self.cfg.test_batch_size]
+        for i in range(0, len(self.test_x), self.cfg.eval_batch_size):
+            logits = model(self.test_x[i : i + self.cfg.eval_batch_size])
+            labels = self.test_y[i : i + self.cfg.eval_batch_size]
             total_loss += F.cross_entropy(logits.float(), labels, reduction="sum").item()
             correct += (logits.argmax(1) == labels).sum().item()
         n = len(self.test_x)

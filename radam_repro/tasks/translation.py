@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
@@ -40,7 +39,9 @@ from radam_repro.data.bilingual import (
     prepare_multi30k,
     remove_bpe,
 )
+from radam_repro.data.fairseq_binarized import is_data_bin, load_data_bin
 from radam_repro.data.synthetic_translation import VALID_STREAM, SyntheticTranslation
+from radam_repro.models import fairseq_checkpoint
 from radam_repro.models.sequence_generator import beam_search
 from radam_repro.models.transformer import Architecture, Transformer, TransformerConfig
 from radam_repro.tasks.base import Decay, Task
@@ -56,7 +57,7 @@ class ModelConfig(Architecture):
 @dataclass
 class NMTConfig:
     name: str = "nmt"
-    data_dir: str = MISSING
+    data_dir: str = MISSING  # a prepare-iwslt14.sh folder or a fairseq data-bin folder (dict.*.txt, *.bin/.idx)
     source_lang: str = "de"
     target_lang: str = "en"
     train_split: str = "train"  # "valid" trains on the staged IWSLT sample (every 23rd training line)
@@ -67,15 +68,15 @@ class NMTConfig:
     max_update: int = 70000
     label_smoothing: float = 0.1
     clip_norm: float = 25.0
-    lr: float = 3e-4  # the optimizer's peak lr, only to express min_lr as a ratio of it
-    min_lr: float = 1e-9
+    min_lr: float = 1e-9  # the linear decay's end (fairseq --min-lr)
     average_last: int = 10  # eval.sh averages 10 checkpoints, the paper says 20
     beam: int = 5
     lenpen: float = 1.0
     max_len_a: float = 0.0
     max_len_b: int = 200
-    generate_batch_size: int = 128
+    eval_batch_size: int = 128  # sentences per beam-search batch
     detok_bleu: bool = False  # also sacreBLEU (13a) on Moses-detokenised text
+    init_from: Optional[str] = None  # a fairseq checkpoint_*.pt: initial weights (with max_update=0: evaluate it)
     model: ModelConfig = field(default_factory=ModelConfig)
 
 
@@ -140,16 +141,16 @@ def shard_sentences(batch: dict, rank: int, world: int) -> dict:
     return shard
 
 
-def checkpoint_step(path: Path) -> int:
-    return int(re.search(r"step_(\d+)\.pt$", path.name).group(1))
-
-
 def average_checkpoints(paths: list[Path]) -> dict[str, torch.Tensor]:
     """fairseq ``average_checkpoints.py``: the element-wise mean of the ``"model"`` state dicts (float64 sums)."""
     total: dict[str, torch.Tensor] = {}
     dtypes = {}
     for path in paths:
-        state = torch.load(path, map_location="cpu", weights_only=False)["model"]
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)["model"]
+        except Exception as e:  # noqa: BLE001 - damaged, or Python objects that weights_only refuses
+            raise ValueError(f"cannot load checkpoint {path} safely (torch.load weights_only=True): "
+                             f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}") from None
         if total and state.keys() != total.keys():
             raise ValueError(f"{path} holds different parameters than {paths[0]}: cannot average them")
         for key, value in state.items():
@@ -187,7 +188,7 @@ class Seq2SeqTask(Task):
         ntokens = batch["ntokens"]
         metrics = {"nll_loss": nll.detach() / ntokens, "ntokens": ntokens.float()}
         if self.token_accuracy:
-            metrics["acc"] = logits.argmax(-1).eq(batch["target"]).float().mean()
+            metrics["acc"] = logits.argmax(-1).eq(batch["target"]).float().mean() * 100  # percent, as every task
         return loss / ntokens, metrics
 
 
@@ -196,7 +197,10 @@ class TranslationTask(Seq2SeqTask):
 
     def __init__(self, cfg: DictConfig, data: BilingualData, *, seed: int, device: torch.device):
         self.name, self.cfg, self.data, self.seed, self.device = cfg.name, cfg, data, seed, device
-        self.model = build_transformer(cfg.model, len(data.src_dict), len(data.tgt_dict)).to(device)
+        self.model = build_transformer(cfg.model, len(data.src_dict), len(data.tgt_dict))
+        if cfg.init_from:
+            fairseq_checkpoint.initialise(self.model, cfg.init_from)
+        self.model.to(device)
         train = data.splits[cfg.train_split]
         too_long = int((np.maximum(train.src.lengths, train.tgt.lengths) > cfg.model.max_positions).sum())
         if too_long:
@@ -205,7 +209,8 @@ class TranslationTask(Seq2SeqTask):
         self.steps_per_epoch = len(self.batches)
         self.total_steps = cfg.max_update
         self.clip_norm = cfg.clip_norm
-        self.decay = Decay(kind="linear", min_lr_ratio=cfg.min_lr / cfg.lr)
+        self.decay = Decay(kind="linear", min_lr=cfg.min_lr)
+        self.checkpoints_needed = cfg.average_last
 
     def train_batches(self, epoch: int, start: int = 0) -> Iterator[dict]:
         """Batches fixed once per run (seeded tie-breaking), visited in an order shuffled by (seed, epoch)."""
@@ -234,7 +239,7 @@ class TranslationTask(Seq2SeqTask):
         """Beam-search hypotheses of every sentence of ``split``, BPE removed, in corpus order."""
         data = self.data.splits[split]
         hypotheses = [""] * len(data)
-        for indices in batch_by_size(length_sorted_indices(data, None), data.num_tokens, None, self.cfg.generate_batch_size, 1):
+        for indices in batch_by_size(length_sorted_indices(data, None), data.num_tokens, None, self.cfg.eval_batch_size, 1):
             src = collate(data, indices, self.device)["src_tokens"]
             results = beam_search(
                 model, src, beam=self.cfg.beam, lenpen=self.cfg.lenpen, max_len_a=self.cfg.max_len_a, max_len_b=self.cfg.max_len_b
@@ -243,12 +248,12 @@ class TranslationTask(Seq2SeqTask):
                 hypotheses[index] = remove_bpe(self.data.tgt_dict.string(tokens))
         return hypotheses
 
-    def final_evaluation(self, model: nn.Module, run_dir: Path) -> dict[str, float]:
-        """eval.sh: average the last ``average_last`` step checkpoints (if any), then test BLEU.
+    def final_evaluation(self, model: nn.Module, run_dir: Path, checkpoints: list[Path]) -> dict[str, float]:
+        """eval.sh: average the last ``average_last`` of the kept step ``checkpoints`` (if any), then test BLEU.
 
         The BPE-removed hypotheses are written to ``run_dir/<test_split>.hypotheses.txt``.
         """
-        paths = sorted(Path(run_dir, "checkpoints").glob("step_*.pt"), key=checkpoint_step)[-self.cfg.average_last :]
+        paths = checkpoints[-self.cfg.average_last :]
         averaged = self.model  # shares its parameters with `model`, which may be wrapped
         if paths:
             averaged = copy.deepcopy(self.model)
@@ -275,13 +280,18 @@ class TranslationTask(Seq2SeqTask):
 
 
 def build(cfg: DictConfig, *, seed: int, device: torch.device) -> TranslationTask:
-    """``task=nmt`` (prepare-iwslt14.sh folder) or ``task=nmt_multi30k`` (Multi30k ``tok/`` folder, BPE learned here)."""
+    """``task=nmt`` (prepare-iwslt14.sh or fairseq data-bin folder) or ``task=nmt_multi30k`` (Multi30k ``tok/``)."""
     cfg = validated(cfg, NMTConfig)
     data_dir = Path(cfg.data_dir)
     splits = dict.fromkeys([cfg.train_split, "valid", cfg.test_split])
     if cfg.name == "nmt_multi30k":
         data_dir = prepare_multi30k(data_dir, cfg.source_lang, cfg.target_lang, cfg.bpe_merges, cfg.cache_dir)
-    data = load_bilingual(data_dir, cfg.source_lang, cfg.target_lang, splits=splits, dict_split=cfg.train_split, cache_dir=cfg.cache_dir)
+    if is_data_bin(data_dir, cfg.source_lang, cfg.target_lang):
+        data = load_data_bin(data_dir, cfg.source_lang, cfg.target_lang, splits)
+    else:
+        data = load_bilingual(
+            data_dir, cfg.source_lang, cfg.target_lang, splits=splits, dict_split=cfg.train_split, cache_dir=cfg.cache_dir
+        )
     return TranslationTask(cfg, data, seed=seed, device=device)
 
 
@@ -322,7 +332,7 @@ class SyntheticTranslationTask(Seq2SeqTask):
             totals += [float(loss), float(nll), float(correct), float(batch["ntokens"])]
         model.train(was_training)
         loss, nll, correct, ntokens = totals.tolist()
-        return {"valid/loss": loss / ntokens, "valid/nll_loss": nll / ntokens, "valid/ppl": math.exp(nll / ntokens), "valid/acc": correct / ntokens}
+        return {"valid/loss": loss / ntokens, "valid/nll_loss": nll / ntokens, "valid/ppl": math.exp(nll / ntokens), "valid/acc": 100 * correct / ntokens}
 
     def state_dict(self) -> dict:
         return {"vocab": self.cfg.vocab, "length": self.cfg.length, "task_seed": self.cfg.task_seed}

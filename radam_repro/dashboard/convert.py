@@ -1,0 +1,263 @@
+"""Run folders -> TensorBoard event files, incrementally: each pass reads only what was appended.
+
+The run folder stays the single source of truth (finished, running, SLURM and DDP runs alike); the
+event files are a cache derived from it. Per cell (one TensorBoard run, named by its variant, the
+keys that tell it apart from cells of the same variant, and its seed):
+
+* scalars ``<split>/<metric>`` of every numeric field of metrics.jsonl against the optimizer step,
+  and ``final/<metric>``, ``best/<metric>`` from summary.json once the run has ended;
+* histograms ``hist/log_abs_grad``, ``hist/log_abs_exp_avg``, ``hist/log_abs_exp_avg_sq`` from
+  histograms/step_*.json (the paper's Fig. 2/3, natural log of |x| + 1e-9);
+* the HParams plugin's session info: variant, task, seed and every flattened config key that
+  :mod:`radam_repro.report.aggregate` does not ignore; TensorBoard marks the ones that differ.
+
+A value is written once per (tag, step): a resumed run's replayed rows and the second row that a
+histogram step adds to the same step are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tensorboard.plugins.hparams import summary_v2 as hparams_summary
+from torch.utils.tensorboard import SummaryWriter
+
+from radam_repro.report.aggregate import aggregate, flatten, format_value, is_ignored
+from radam_repro.report.runs import Run, find_run_dirs
+
+ENDED = ("completed", "diverged", "failed")
+NOT_METRICS = ("step", "split", "epoch")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.,=+()\- ]")
+
+
+@dataclass
+class Cell:
+    """One run folder and how far it has been converted."""
+
+    path: Path
+    name: str
+    writer: SummaryWriter
+    offset: int = 0  # bytes of metrics.jsonl already read
+    inode: int | None = None  # a new inode (resume rewrote the file): read it again from the start
+    last_step: dict[str, int] = field(default_factory=dict)  # tag -> last step written
+    histograms: set[str] = field(default_factory=set)  # histogram files already written
+    summary_mtime: float | None = None
+
+    def add_scalar(self, tag: str, value: Any, step: int) -> bool:
+        number = _number(value)
+        if number is None or step <= self.last_step.get(tag, -1):
+            return False
+        self.writer.add_scalar(tag, number, global_step=step, new_style=True, double_precision=True)
+        self.last_step[tag] = step
+        return True
+
+
+class Converter:
+    """Mirrors the run folders under ``roots`` into ``logdir/<cell name>/`` event files; call :meth:`update` often."""
+
+    def __init__(self, roots: list[Path], logdir: Path) -> None:
+        self.roots = [Path(r) for r in roots]
+        self.logdir = Path(logdir)
+        self.cells: dict[Path, Cell] = {}
+
+    def update(self) -> int:
+        """One pass: new cells, new rows, new histograms, ended runs. Returns the number of points written."""
+        paths = find_run_dirs(self.roots)
+        new = [p for p in paths if p not in self.cells]
+        if new:
+            self._add(new)
+        written = 0
+        for cell in self.cells.values():
+            n = self._metrics(cell) + self._histograms(cell) + self._summary(cell)
+            if n:
+                cell.writer.flush()
+            written += n
+        return written
+
+    def close(self) -> None:
+        for cell in self.cells.values():
+            cell.writer.close()
+
+    # -- cells ------------------------------------------------------------------------------
+    def _add(self, paths: list[Path]) -> None:
+        """Name the new cells from the keys that differ between all cells seen so far; names never change."""
+        configs = {p: _config(p) for p in [*self.cells, *paths]}
+        runs = [Run(path=p, config=c, summary=None, rows=[], status="incomplete") for p, c in configs.items()]
+        agg = aggregate(runs)
+        labels = {run.path: agg.label(g) for g in agg.groups for run in g.runs}
+        several_tasks = len(agg.tasks()) > 1
+        taken = {c.name for c in self.cells.values()}
+        for path in paths:
+            config = configs[path]
+            if path in labels:
+                task = f"{config.get('task', {}).get('name')} " if several_tasks else ""
+                name = _UNSAFE.sub("_", f"{task}{labels[path]} seed={config.get('seed')}")
+            else:  # no readable config yet
+                name = _UNSAFE.sub("_", path.name)
+            if name in taken:
+                name = _UNSAFE.sub("_", f"{name} ({path.name})")
+            taken.add(name)
+            cell = Cell(
+                path=path, name=name, writer=SummaryWriter(str(self.logdir / name), max_queue=10_000, flush_secs=3600)
+            )
+            if config:
+                cell.writer.file_writer.add_summary(hparams_summary.hparams_pb(_hparams(config), trial_id=name))
+            self.cells[path] = cell
+
+    # -- sources ----------------------------------------------------------------------------
+    def _metrics(self, cell: Cell) -> int:
+        """Rows appended to metrics.jsonl since the last pass (a torn last line waits for the next)."""
+        path = cell.path / "metrics.jsonl"
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return 0
+        if stat.st_ino != cell.inode or stat.st_size < cell.offset:
+            cell.inode, cell.offset = stat.st_ino, 0
+        if stat.st_size == cell.offset:
+            return 0
+        with path.open("rb") as f:
+            f.seek(cell.offset)
+            data = f.read()
+        complete = data[: data.rfind(b"\n") + 1]
+        cell.offset += len(complete)
+        written = 0
+        for line in complete.splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+                continue
+            split = row.get("split", "train")
+            for key, value in row.items():
+                if key not in NOT_METRICS:
+                    written += cell.add_scalar(f"{split}/{key}", value, row["step"])
+        return written
+
+    def _histograms(self, cell: Cell) -> int:
+        folder = cell.path / "histograms"
+        if not folder.is_dir():
+            return 0
+        written = 0
+        for path in sorted(folder.glob("step_*.json")):
+            if path.name in cell.histograms:
+                continue
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue  # written atomically, so only a foreign or damaged file; skipped for good
+            finally:
+                cell.histograms.add(path.name)
+            step = record.get("step")
+            for name, hist in (record.get("hist") or {}).items():
+                tag = f"hist/{name}"
+                if (
+                    isinstance(step, int)
+                    and step > cell.last_step.get(tag, -1)
+                    and _add_histogram(cell.writer, tag, hist, step)
+                ):
+                    cell.last_step[tag] = step
+                    written += 1
+        return written
+
+    def _summary(self, cell: Cell) -> int:
+        """``final/<m>`` and ``best/<m>`` at the run's last step, once summary.json says it ended."""
+        path = cell.path / "summary.json"
+        try:
+            mtime = path.stat().st_mtime
+        except FileNotFoundError:
+            return 0
+        if mtime == cell.summary_mtime:
+            return 0
+        cell.summary_mtime = mtime
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return 0
+        if (
+            not isinstance(summary, dict)
+            or summary.get("status") not in ENDED
+            or not isinstance(summary.get("step"), int)
+        ):
+            return 0
+        written = 0
+        for kind in ("final", "best"):
+            values = summary.get(kind)
+            for key, value in values.items() if isinstance(values, dict) else []:
+                written += cell.add_scalar(f"{kind}/{key}", value, summary["step"])
+        return written
+
+
+def _config(path: Path) -> dict[str, Any]:
+    try:
+        config = yaml.safe_load((path / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _hparams(config: dict[str, Any]) -> dict[str, Any]:
+    """The cell's hyperparameters: variant, task, seed, then every config key a report would group by."""
+    flat = flatten(config)
+    out: dict[str, Any] = {
+        "variant": flat.get("optimizer.name"),
+        "task": flat.get("task.name"),
+        "seed": flat.get("seed"),
+    }
+    out.update(
+        {k: v for k, v in sorted(flat.items()) if not is_ignored(k) and k not in ("optimizer.name", "task.name")}
+    )
+    return {k: v if isinstance(v, (bool, int, float, str)) else format_value(v) for k, v in out.items()}
+
+
+def _number(value: Any) -> float | None:
+    """A scalar TensorBoard can plot: numbers, and the strings strict JSON uses for NaN / Infinity."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _add_histogram(writer: SummaryWriter, tag: str, hist: dict[str, list[float]], step: int) -> bool:
+    """A pre-binned histogram (counts over edges) as TensorBoard's HistogramProto, empty outer bins trimmed."""
+    counts, edges = hist.get("counts") or [], hist.get("edges") or []
+    nonzero = [i for i, c in enumerate(counts) if c > 0]
+    if not nonzero or len(edges) != len(counts) + 1:
+        return False
+    lo, hi = nonzero[0], nonzero[-1] + 1
+    centers = [(edges[i] + edges[i + 1]) / 2 for i in range(lo, hi)]
+    kept = counts[lo:hi]
+    writer.add_histogram_raw(
+        tag,
+        min=edges[lo],
+        max=edges[hi],
+        num=sum(kept),
+        sum=sum(c * x for c, x in zip(kept, centers)),
+        sum_squares=sum(c * x * x for c, x in zip(kept, centers)),
+        bucket_limits=edges[lo + 1 : hi + 1],
+        bucket_counts=kept,
+        global_step=step,
+        walltime=time.time(),
+    )
+    return True
+
+
+def cache_root() -> Path:
+    """``$RADAM_REPRO_CACHE``, else the user's cache folder (``$XDG_CACHE_HOME`` or ~/.cache) / radam_repro."""
+    if os.environ.get("RADAM_REPRO_CACHE"):
+        return Path(os.environ["RADAM_REPRO_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "radam_repro"
