@@ -21,8 +21,10 @@ def sweep_table(sweep_dir: Path, solved: Solved | None = None) -> str:
     finals = [run.final() for run in runs]
     columns = [c for c in COLUMNS if any(f.get(c) is not None for f in finals)]
     solved_column = [f"solved ({solved})"] if solved else []
-    lines = ["| variant | seed | status | " + " | ".join(columns + solved_column) + " |",
-             "|---|---|---|" + "---|" * (len(columns) + len(solved_column))]
+    lines = [
+        "| variant | seed | status | " + " | ".join(columns + solved_column) + " |",
+        "|---|---|---|" + "---|" * (len(columns) + len(solved_column)),
+    ]
     for run, final in zip(runs, finals):
         status = f"diverged@{run.summary.get('diverged_step')}" if run.status == "diverged" else run.status
         cells = [f"{final[c]:.4g}" if isinstance(final.get(c), (int, float)) else "" for c in columns]

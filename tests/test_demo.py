@@ -34,8 +34,13 @@ def demo_sweep(tmp_path_factory):
     from conftest import run_cli
 
     runs = tmp_path_factory.mktemp("demo") / "runs"
-    proc = run_cli("experiment=demo", "optimizer=" + ",".join(VARIANTS), "seed=" + ",".join(map(str, SEEDS)),
-                   runs=runs, timeout=2400)
+    proc = run_cli(
+        "experiment=demo",
+        "optimizer=" + ",".join(VARIANTS),
+        "seed=" + ",".join(map(str, SEEDS)),
+        runs=runs,
+        timeout=2400,
+    )
     return runs / "demo", proc
 
 
@@ -55,8 +60,10 @@ def test_demo_recipe_reproduces_the_papers_outcome_on_fresh_seeds(demo_sweep):
 @pytest.mark.slow
 def test_demo_prints_the_verdict_and_the_table_and_writes_the_report(demo_sweep):
     sweep, proc = demo_sweep
-    assert ("chance = ln 32 = 3.47; solved (valid/loss<0.1) on every run: adam_2k (3/3), adam_warmup (3/3), "
-            "radam (3/3); on none: adam (0/3).") in proc.stdout
+    assert (
+        "chance = ln 32 = 3.47; solved (valid/loss<0.1) on every run: adam_2k (3/3), adam_warmup (3/3), "
+        "radam (3/3); on none: adam (0/3)."
+    ) in proc.stdout
     assert "| variant | seed | status |" in proc.stdout and "| radam | 6 | completed |" in proc.stdout
     assert (sweep / "table.md").read_text().count("| completed |") == 12
     report = sweep / "report"
@@ -72,9 +79,18 @@ def test_demo_prints_the_verdict_and_the_table_and_writes_the_report(demo_sweep)
 
 def test_robustness_map_renders_its_heat_maps_from_a_tiny_grid(cli):
     """2 lrs x 2 horizons x 2 variants, 3 updates per cell of a 1-layer model, in-process (basic launcher)."""
-    proc = cli("-m", "experiment=warmup_robustness", "hydra/launcher=basic",
-               "robustness=adam_warmup_W10,adam_warmup_W29,radam_nu10,radam_nu29", "optimizer.lr=2e-3,1e-2", "seed=1",
-               "trainer.max_steps=3", "task.model.layers=1", "task.valid_batches=1", "trainer.log_every=1")
+    proc = cli(
+        "-m",
+        "experiment=warmup_robustness",
+        "hydra/launcher=basic",
+        "robustness=adam_warmup_W10,adam_warmup_W29,radam_nu10,radam_nu29",
+        "optimizer.lr=2e-3,1e-2",
+        "seed=1",
+        "trainer.max_steps=3",
+        "task.model.layers=1",
+        "task.valid_batches=1",
+        "trainer.log_every=1",
+    )
     assert "solved (valid/loss<0.1) on every run: none; on none: adam_warmup (0/4), radam (0/4)." in proc.stdout
     sweep = cli.runs / "warmup_robustness"
     figures = sweep / "report" / "figures"
@@ -95,9 +111,10 @@ def test_robustness_map_renders_its_heat_maps_from_a_tiny_grid(cli):
 
 def test_solved_counts_only_completed_runs_below_the_threshold():
     solved = Solved.parse("valid/loss<0.1")
-    runs = [Run(path=None, config={}, summary={"final": {"valid/loss": loss}}, rows=[], status=status)
-            for loss, status in ((0.05, "completed"), (0.2, "completed"), (0.01, "diverged"),
-                                 (float("nan"), "completed"))]
+    runs = [
+        Run(path=None, config={}, summary={"final": {"valid/loss": loss}}, rows=[], status=status)
+        for loss, status in ((0.05, "completed"), (0.2, "completed"), (0.01, "diverged"), (float("nan"), "completed"))
+    ]
     assert [solved(r) for r in runs] == [True, False, False, False]
     assert Solved.parse("test/acc >= 0.9")(Run(None, {}, {"final": {"test/acc": 0.9}}, [], "completed"))
     with pytest.raises(ValueError, match="write METRIC<VALUE"):
@@ -113,13 +130,20 @@ def test_heat_map_axis_takes_keys_that_move_with_the_horizon(tmp_path):
     for lr in (1e-3, 1e-2):
         for k in (5, 42):
             for seed in (1, 2):
-                config = {"seed": seed, "task": {"name": "toy", "max_update": 500 + k},
-                          "optimizer": {"name": "adam_2k", "lr": lr, "freeze_steps": k}}
+                config = {
+                    "seed": seed,
+                    "task": {"name": "toy", "max_update": 500 + k},
+                    "optimizer": {"name": "adam_2k", "lr": lr, "freeze_steps": k},
+                }
                 loss = 0.05 if (lr, k, seed) != (1e-2, 5, 2) else 3.0
-                runs.append(Run(tmp_path / f"{lr}-{k}-{seed}", config, {"final": {"valid/loss": loss}}, [], "completed"))
+                runs.append(
+                    Run(tmp_path / f"{lr}-{k}-{seed}", config, {"final": {"valid/loss": loss}}, [], "completed")
+                )
     agg = aggregate(runs)
     [path] = robustness_heatmaps(agg, "toy", tmp_path, Solved.parse("valid/loss<0.1"))
     assert path.name == "robustness_toy_adam_2k.png" and matplotlib.image.imread(path).std() > 0.05
-    counts = {(g.key["optimizer.lr"], g.key["optimizer.freeze_steps"]): Solved.parse("valid/loss<0.1").count(g)
-              for g in agg.groups}
+    counts = {
+        (g.key["optimizer.lr"], g.key["optimizer.freeze_steps"]): Solved.parse("valid/loss<0.1").count(g)
+        for g in agg.groups
+    }
     assert counts == {(1e-3, 5): (2, 2), (1e-3, 42): (2, 2), (1e-2, 5): (1, 2), (1e-2, 42): (2, 2)}

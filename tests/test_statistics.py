@@ -31,7 +31,9 @@ def test_histograms_count_every_coordinate_and_match_numpy():
     hist = optimizer_histograms(opt)
     g = hist["log_abs_grad"]
     assert sum(g["counts"]) == 30 * 7 + 11
-    values = torch.log(torch.cat([a.grad.flatten(), b.grad.flatten()]).abs() + 1e-9).clamp(g["edges"][0], g["edges"][-1])
+    values = torch.log(torch.cat([a.grad.flatten(), b.grad.flatten()]).abs() + 1e-9).clamp(
+        g["edges"][0], g["edges"][-1]
+    )
     expected = torch.histc(values, bins=len(g["counts"]), min=g["edges"][0], max=g["edges"][-1])
     assert g["counts"] == expected.tolist()
     floor_bin = int((math.log(1e-9) - g["edges"][0]) / (g["edges"][1] - g["edges"][0]))

@@ -110,11 +110,17 @@ def summarize_variance(per_layer: dict[str, float]) -> dict[str, float]:
 
 def histogram_record(step: int, optimizer: torch.optim.Optimizer, names: dict[torch.Tensor, str]) -> dict[str, Any]:
     """The ``histograms/step_XXXXXXX.json`` record of the run folder contract."""
-    return {"step": step, "hist": optimizer_histograms(optimizer),
-            "adaptive_lr_var": adaptive_lr_variance(optimizer, names), **eps_dominated_fraction(optimizer)}
+    return {
+        "step": step,
+        "hist": optimizer_histograms(optimizer),
+        "adaptive_lr_var": adaptive_lr_variance(optimizer, names),
+        **eps_dominated_fraction(optimizer),
+    }
 
 
 def adaptive_lr_row(record: dict[str, Any]) -> dict[str, float]:
     """The scalars of a histogram record for the metrics rows (and W&B): variance summary and eps fraction."""
-    return {**summarize_variance(record["adaptive_lr_var"]),
-            **{k: v for k, v in record.items() if k.startswith("adaptive_lr/")}}
+    return {
+        **summarize_variance(record["adaptive_lr_var"]),
+        **{k: v for k, v in record.items() if k.startswith("adaptive_lr/")},
+    }

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import matplotlib
 
@@ -41,11 +42,18 @@ DPI = 110
 def write_figures(agg: Aggregate, out: Path, solved: Solved | None = None) -> list[Path]:
     """Every figure the runs have data for; a figure that fails is reported and skipped."""
     out.mkdir(parents=True, exist_ok=True)
+
     def robustness(agg: Aggregate, task: str, out: Path) -> list[Path]:
         return robustness_heatmaps(agg, task, out, solved)
 
     makers: list[Callable[[Aggregate, str, Path], Path | list[Path] | None]] = [
-        train_loss, eval_curves, lr_robustness, warmup_length, gradient_histograms, adaptive_lr_statistics, robustness,
+        train_loss,
+        eval_curves,
+        lr_robustness,
+        warmup_length,
+        gradient_histograms,
+        adaptive_lr_statistics,
+        robustness,
     ]
     written = []
     for task in agg.tasks():
@@ -93,14 +101,17 @@ def eval_curves(agg: Aggregate, task: str, out: Path) -> Path | None:
     return _curves(agg, task, out, split, key, "eval_curves", metric, f"{metric} during training (paper Fig. 6/7)")
 
 
-def _curves(agg: Aggregate, task: str, out: Path, split: str, key: str, stem: str, ylabel: str, title: str) -> Path | None:
+def _curves(
+    agg: Aggregate, task: str, out: Path, split: str, key: str, stem: str, ylabel: str, title: str
+) -> Path | None:
     groups = agg.of_task(task)
     curves = {id(g): mean_curve(g.runs, split, key, freeze_shift(g)) for g in groups}
     if sum(c is not None and len(c[0]) > 1 for c in curves.values()) == 0:
         return None
     panels = _panels(agg, task, groups)
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels) + 3, 4.8), sharey=True, squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(5.5 * len(panels) + 3, 4.8), sharey=True, squeeze=False, layout="constrained"
+    )
     colors = _colors(agg, groups, panel_key=LR if len(panels) > 1 else None)
     for ax, (panel, members) in zip(axes[0], panels.items()):
         for g in members:
@@ -109,7 +120,9 @@ def _curves(agg: Aggregate, task: str, out: Path, split: str, key: str, stem: st
                 continue
             x, mean, low, high = curve
             shift = freeze_shift(g)
-            label = _series_label(agg, g, drop=LR if len(panels) > 1 else None) + (f" (x = step − {-shift})" if shift else "")
+            label = _series_label(agg, g, drop=LR if len(panels) > 1 else None) + (
+                f" (x = step − {-shift})" if shift else ""
+            )
             ax.plot(x, mean, color=colors[id(g)], label=f"{label}, n={len(g.runs)}", lw=1.4)
             if len(g.runs) > 1:
                 ax.fill_between(x, low, high, color=colors[id(g)], alpha=0.2, lw=0)
@@ -194,10 +207,13 @@ def robustness_heatmaps(agg: Aggregate, task: str, out: Path, solved: Solved | N
         lrs = sorted({g.key[LR] for g in groups}, key=sort_key)
         horizons = sorted({_hashable(g.key[key]) for g in groups}, key=_horizon_sort)
         cell = {(lrs.index(g.key[LR]), horizons.index(_hashable(g.key[key]))): g for g in groups}
-        panels = [("solved", f"fraction of seeds solved ({solved})"),
-                  ("mean", f"mean final {metric} (completed seeds)")]
-        fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels) + 1, 4.2), squeeze=False,
-                                 layout="constrained")
+        panels = [
+            ("solved", f"fraction of seeds solved ({solved})"),
+            ("mean", f"mean final {metric} (completed seeds)"),
+        ]
+        fig, axes = plt.subplots(
+            1, len(panels), figsize=(5.2 * len(panels) + 1, 4.2), squeeze=False, layout="constrained"
+        )
         for ax, (kind, title) in zip(axes[0], panels):
             grid = np.full((len(horizons), len(lrs)), np.nan)
             for (i, j), g in cell.items():
@@ -209,8 +225,15 @@ def robustness_heatmaps(agg: Aggregate, task: str, out: Path, solved: Solved | N
                     grid[j, i] = np.nan if stat is None else stat.mean
                     text = "—" if stat is None else f"{stat.mean:.2g}"
                     text += f"\n{g.count('diverged')} div." if g.count("diverged") else ""
-                ax.text(i, j, text, ha="center", va="center", fontsize=9,
-                        bbox={"boxstyle": "round", "fc": "white", "alpha": 0.7, "lw": 0})
+                ax.text(
+                    i,
+                    j,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=9,
+                    bbox={"boxstyle": "round", "fc": "white", "alpha": 0.7, "lw": 0},
+                )
             if kind == "solved":
                 image = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=1, origin="lower", aspect="auto")
             else:
@@ -238,8 +261,12 @@ def _horizon_sort(value: Any) -> tuple:
 
 
 def _horizon_name(key: str) -> str:
-    return {"optimizer.betas": "beta2 (nu = 2 / (1 - beta2))", "optimizer.warmup.steps": "linear warmup steps W",
-            "optimizer.freeze_steps": "frozen steps K", "optimizer.eps": "eps"}.get(key, key.removeprefix("optimizer."))
+    return {
+        "optimizer.betas": "beta2 (nu = 2 / (1 - beta2))",
+        "optimizer.warmup.steps": "linear warmup steps W",
+        "optimizer.freeze_steps": "frozen steps K",
+        "optimizer.eps": "eps",
+    }.get(key, key.removeprefix("optimizer."))
 
 
 def _horizon_label(key: str, value: Any) -> str:
@@ -265,13 +292,15 @@ def gradient_histograms(agg: Aggregate, task: str, out: Path, kind: str = "log_a
     matrices = [(label, *_histogram_matrix(records, kind)) for label, records in panels]
     floor = max(1e-6, min(d[d > 0].min() for *_, d in matrices))
     norm = LogNorm(vmin=floor, vmax=max(d.max() for *_, d in matrices))
-    fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns + 1, 3.6 * rows), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(4.6 * columns + 1, 3.6 * rows), squeeze=False, layout="constrained"
+    )
     for ax, (label, steps, edges, density) in zip(axes.flat, matrices):
         mesh = ax.pcolormesh(np.arange(len(steps) + 1), edges, density.T, cmap="viridis", norm=norm)
         ticks = np.unique(np.linspace(0, len(steps) - 1, min(len(steps), 10)).astype(int))
         ax.set_xticks(ticks + 0.5, [str(steps[i]) for i in ticks], fontsize=7, rotation=45)
         ax.set(title=label, xlabel="step (logged snapshots)", ylabel=HISTOGRAM_LABELS.get(kind, kind))
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.colorbar(mesh, ax=axes, label="fraction of values in the bin", shrink=0.8)
     fig.suptitle(f"{task}: distribution of {HISTOGRAM_LABELS.get(kind, kind)} over steps (paper Fig. 2/3)")
@@ -296,8 +325,16 @@ def _histogram_matrix(records: list[dict[str, Any]], kind: str) -> tuple[list[in
 def adaptive_lr_statistics(agg: Aggregate, task: str, out: Path) -> Path | None:
     """``multiplier`` and every ``adaptive_lr/*`` key of the train rows, vs step, per group."""
     groups = agg.of_task(task)
-    keys = sorted({k for g in groups for run in g.runs for row in run.train_rows() for k in row
-                   if k == "multiplier" or k.startswith("adaptive_lr/")})
+    keys = sorted(
+        {
+            k
+            for g in groups
+            for run in g.runs
+            for row in run.train_rows()
+            for k in row
+            if k == "multiplier" or k.startswith("adaptive_lr/")
+        }
+    )
     if not keys:
         return None
     colors = _colors(agg, groups)
@@ -370,13 +407,22 @@ def _errorbar(ax, points: list[tuple[Any, Any]], label: str, color: Any, style: 
     points = sorted((float(x), s) for x, s in points if s is not None)
     if points:
         x = [p[0] for p in points]
-        ax.errorbar(x, [s.mean for _, s in points], yerr=[s.std or 0.0 for _, s in points],
-                    fmt=style, color=color, capsize=3, label=label)
+        ax.errorbar(
+            x,
+            [s.mean for _, s in points],
+            yerr=[s.std or 0.0 for _, s in points],
+            fmt=style,
+            color=color,
+            capsize=3,
+            label=label,
+        )
 
 
 def _spans_decades(axes) -> bool:
     """Whether the plotted data are positive and span more than two decades (then a log axis reads better)."""
-    values = np.concatenate([np.asarray(line.get_ydata(), dtype=float) for ax in axes for line in ax.get_lines()] or [np.ones(1)])
+    values = np.concatenate(
+        [np.asarray(line.get_ydata(), dtype=float) for ax in axes for line in ax.get_lines()] or [np.ones(1)]
+    )
     values = values[np.isfinite(values)]
     return values.size > 0 and values.min() > 0 and values.max() / values.min() > 100
 
