@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from radam_repro import distributed, optim, tasks
 from radam_repro.distributed import Ranks
 from radam_repro.loggers import Loggers, Silent
-from radam_repro.loggers.statistics import histogram_record, is_histogram_step, summarize_variance
+from radam_repro.loggers.statistics import adaptive_lr_row, histogram_record, is_histogram_step
 from radam_repro.optim.schedules import Decay
 from radam_repro.preemption import Preemption
 from radam_repro.report.aggregate import MISSING, flatten, is_run_specific
@@ -378,7 +378,7 @@ class Loop:
                         **self.position(),
                         "split": "train",
                         "multiplier": _multiplier(optimizer),
-                        **summarize_variance(record["adaptive_lr_var"]),
+                        **adaptive_lr_row(record),
                     }
                 ]
             )

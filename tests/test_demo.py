@@ -1,19 +1,32 @@
-"""The README's main job through the real CLI: the warmup ablation separates the variants, and the
-sweep's table and report (tables, figures) appear. A reduced grid (3 variants x 2 seeds) keeps it short."""
+"""The README's main job through the real CLI: the demo recipe (task/nmt_synthetic.yaml, the paper's IWSLT
+recipe scaled down by rules R1-R7) separates the variants as the paper does on seeds the committed reference
+(results/demo_ablation, seeds 1-5) did not use; the robustness map's report renders from a tiny grid."""
 
 from __future__ import annotations
 
 import csv
 import json
-import math
 
 import matplotlib.image
 import pytest
 import yaml
 
-pytestmark = pytest.mark.slow
+from radam_repro.report.runs import Run
+from radam_repro.report.tables import Solved
 
-CHANCE = math.log(32)  # uniform over the 32-symbol vocabulary
+SOLVED = 0.1  # nats: the demo's solved threshold (final valid loss)
+SEEDS = (6, 7, 8)  # not the reference's 1-5
+VARIANTS = ("adam", "adam_warmup", "radam", "adam_2k")
+
+
+def final_losses(sweep):
+    out = {}
+    for summary_path in sweep.rglob("summary.json"):
+        config = yaml.safe_load((summary_path.parent / "config.yaml").read_text())
+        summary = json.loads(summary_path.read_text())
+        assert summary["status"] == "completed", summary_path
+        out[config["optimizer"]["name"], config["seed"]] = summary["final"]["valid/loss"]
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -21,45 +34,117 @@ def demo_sweep(tmp_path_factory):
     from conftest import run_cli
 
     runs = tmp_path_factory.mktemp("demo") / "runs"
-    proc = run_cli("experiment=demo", "optimizer=adam,adam_warmup,radam", "seed=1,2",
-                   runs=runs, timeout=1500)
+    proc = run_cli(
+        "experiment=demo",
+        "optimizer=" + ",".join(VARIANTS),
+        "seed=" + ",".join(map(str, SEEDS)),
+        runs=runs,
+        timeout=2400,
+    )
     return runs / "demo", proc
 
 
-def final_losses(sweep):
-    out = {}
-    for summary_path in sweep.rglob("summary.json"):
-        config = yaml.safe_load((summary_path.parent / "config.yaml").read_text())
-        variant, seed = config["optimizer"]["name"], config["seed"]
-        summary = json.loads(summary_path.read_text())
-        assert summary["status"] == "completed", summary_path
-        out[variant, seed] = summary["final"]["valid/loss"]
-    return out
-
-
-def test_demo_separates_adam_vanilla_from_warmup_and_radam(demo_sweep):
+@pytest.mark.slow
+def test_demo_recipe_reproduces_the_papers_outcome_on_fresh_seeds(demo_sweep):
+    """README "What the demo shows": the linear warmup, RAdam with nu = W and Adam-2k solve on every seed, and
+    Adam-vanilla ends above each of them on every seed (it fails on some seeds and solves on others at the
+    recipe's lr: the paper's "fails on every seed" is not reproduced at this scale)."""
     sweep, _ = demo_sweep
     loss = final_losses(sweep)
-    assert set(loss) == {(v, s) for v in ("adam", "adam_warmup", "radam") for s in (1, 2)}
-    for seed in (1, 2):
-        assert abs(loss["adam", seed] - CHANCE) < 0.05, "post-LN Adam without warmup should stay at chance"
-        assert loss["adam_warmup", seed] < 0.05, "linear warmup should solve the task"
-        # RAdam's implied warmup at beta2 = 0.98 is only ~55 steps: it leaves the plateau on every seed
-        # and solves the task on some (measured: 2.2 on seed 1, 0.006 on seed 2)
-        assert loss["radam", seed] < CHANCE - 0.5
-    assert min(loss["radam", s] for s in (1, 2)) < 0.5
+    assert set(loss) == {(v, s) for v in VARIANTS for s in SEEDS}
+    for seed in SEEDS:
+        for variant in ("adam_warmup", "radam", "adam_2k"):
+            assert loss[variant, seed] < SOLVED, f"{variant} should solve the task (seed {seed})"
+            assert loss["adam", seed] > 2 * loss[variant, seed], f"Adam-vanilla should end above {variant} ({seed})"
 
 
-def test_demo_prints_the_table_and_writes_the_report(demo_sweep):
+@pytest.mark.slow
+def test_demo_prints_the_verdict_and_the_table_and_writes_the_report(demo_sweep):
     sweep, proc = demo_sweep
-    assert "| variant | seed | status |" in proc.stdout and "| radam | 2 | completed |" in proc.stdout
-    assert (sweep / "table.md").read_text().count("| completed |") == 6
+    verdict = (
+        "chance = ln 32 = 3.47; solved (valid/loss<0.1) on every run: adam_2k (3/3), adam_warmup (3/3), radam (3/3)"
+    )
+    assert verdict in proc.stdout or verdict.replace("adam_2k (3/3), ", "adam (3/3), adam_2k (3/3), ") in proc.stdout
+    assert "| variant | seed | status |" in proc.stdout and "| radam | 6 | completed |" in proc.stdout
+    assert (sweep / "table.md").read_text().count("| completed |") == 12
     report = sweep / "report"
     text = (report / "report.md").read_text()
-    assert "adam_warmup" in text and "radam" in text
+    assert "solved (valid/loss<0.1)" in text and "| 3/3 |" in text
     with (report / "runs.csv").open() as f:
-        assert sum(1 for row in csv.DictReader(f) if row["status"] == "completed") == 6
+        assert sum(1 for row in csv.DictReader(f) if row["status"] == "completed") == 12
     figure = report / "figures" / "train_loss_nmt_synthetic.png"
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     pixels = matplotlib.image.imread(figure)
     assert pixels.shape[0] > 200 and pixels.std() > 0.05
+
+
+def test_robustness_map_renders_its_heat_maps_from_a_tiny_grid(cli):
+    """2 lrs x 2 horizons x 2 variants, 3 updates per cell of a 1-layer model, in-process (basic launcher)."""
+    proc = cli(
+        "-m",
+        "experiment=warmup_robustness",
+        "hydra/launcher=basic",
+        "robustness=adam_warmup_W10,adam_warmup_W29,radam_nu10,radam_nu29",
+        "optimizer.lr=2e-3,1e-2",
+        "seed=1",
+        "trainer.max_steps=3",
+        "task.model.layers=1",
+        "task.valid_batches=1",
+        "trainer.log_every=1",
+    )
+    assert "solved (valid/loss<0.1) on every run: none; on none: adam_warmup (0/4), radam (0/4)." in proc.stdout
+    sweep = cli.runs / "warmup_robustness"
+    figures = sweep / "report" / "figures"
+    for variant in ("adam_warmup", "radam"):
+        pixels = matplotlib.image.imread(figures / f"robustness_nmt_synthetic_{variant}.png")
+        assert pixels.shape[0] > 300 and pixels.std() > 0.05
+    assert not list(figures.glob("robustness_*adam_2k*"))  # only the variants that ran
+    text = (sweep / "report" / "report.md").read_text()
+    assert "robustness_nmt_synthetic_radam.png" in text and "| 0/1 |" in text
+    from radam_repro.report.__main__ import main as report  # the experiment's criterion, read from multirun.yaml
+
+    again = report([str(sweep), "--out", str(cli.runs / "again"), "--no-figures"])
+    assert "| solved (valid/loss<0.1) |" in (again / "report.md").read_text()
+    rows = [json.loads(line) for line in next(sweep.glob("*radam_nu10*")).joinpath("metrics.jsonl").open()]
+    eps_rows = [r for r in rows if "adaptive_lr/eps_dominated" in r]
+    assert [r["step"] for r in eps_rows] == [1] and 0.0 <= eps_rows[0]["adaptive_lr/eps_dominated"] <= 1.0
+
+
+def test_solved_counts_only_completed_runs_below_the_threshold():
+    solved = Solved.parse("valid/loss<0.1")
+    runs = [
+        Run(path=None, config={}, summary={"final": {"valid/loss": loss}}, rows=[], status=status)
+        for loss, status in ((0.05, "completed"), (0.2, "completed"), (0.01, "diverged"), (float("nan"), "completed"))
+    ]
+    assert [solved(r) for r in runs] == [True, False, False, False]
+    assert Solved.parse("test/acc >= 0.9")(Run(None, {}, {"final": {"test/acc": 0.9}}, [], "completed"))
+    with pytest.raises(ValueError, match="write METRIC<VALUE"):
+        Solved.parse("valid/loss=0.1")
+
+
+def test_heat_map_axis_takes_keys_that_move_with_the_horizon(tmp_path):
+    """Adam-2k's run length T + K moves with K: still one map, K on its axis, the solved counts in its cells."""
+    from radam_repro.report.aggregate import aggregate
+    from radam_repro.report.figures import robustness_heatmaps
+
+    runs = []
+    for lr in (1e-3, 1e-2):
+        for k in (5, 42):
+            for seed in (1, 2):
+                config = {
+                    "seed": seed,
+                    "task": {"name": "toy", "max_update": 500 + k},
+                    "optimizer": {"name": "adam_2k", "lr": lr, "freeze_steps": k},
+                }
+                loss = 0.05 if (lr, k, seed) != (1e-2, 5, 2) else 3.0
+                runs.append(
+                    Run(tmp_path / f"{lr}-{k}-{seed}", config, {"final": {"valid/loss": loss}}, [], "completed")
+                )
+    agg = aggregate(runs)
+    [path] = robustness_heatmaps(agg, "toy", tmp_path, Solved.parse("valid/loss<0.1"))
+    assert path.name == "robustness_toy_adam_2k.png" and matplotlib.image.imread(path).std() > 0.05
+    counts = {
+        (g.key["optimizer.lr"], g.key["optimizer.freeze_steps"]): Solved.parse("valid/loss<0.1").count(g)
+        for g in agg.groups
+    }
+    assert counts == {(1e-3, 5): (2, 2), (1e-3, 42): (2, 2), (1e-2, 5): (1, 2), (1e-2, 42): (2, 2)}

@@ -6,8 +6,15 @@ import math
 
 import torch
 
-from radam_repro.loggers.statistics import adaptive_lr_variance, is_histogram_step, optimizer_histograms
-from radam_repro.optim import RAdam
+from radam_repro.loggers.statistics import (
+    adaptive_lr_row,
+    adaptive_lr_variance,
+    eps_dominated_fraction,
+    histogram_record,
+    is_histogram_step,
+    optimizer_histograms,
+)
+from radam_repro.optim import Adam, RAdam
 
 
 def test_histogram_schedule_is_the_papers():
@@ -24,7 +31,9 @@ def test_histograms_count_every_coordinate_and_match_numpy():
     hist = optimizer_histograms(opt)
     g = hist["log_abs_grad"]
     assert sum(g["counts"]) == 30 * 7 + 11
-    values = torch.log(torch.cat([a.grad.flatten(), b.grad.flatten()]).abs() + 1e-9).clamp(g["edges"][0], g["edges"][-1])
+    values = torch.log(torch.cat([a.grad.flatten(), b.grad.flatten()]).abs() + 1e-9).clamp(
+        g["edges"][0], g["edges"][-1]
+    )
     expected = torch.histc(values, bins=len(g["counts"]), min=g["edges"][0], max=g["edges"][-1])
     assert g["counts"] == expected.tolist()
     floor_bin = int((math.log(1e-9) - g["edges"][0]) / (g["edges"][1] - g["edges"][0]))
@@ -47,3 +56,27 @@ def test_adaptive_lr_variance_per_layer_skips_unseen_coordinates():
     psi = 1 / ((v[10:] / (1 - 0.99**3)).sqrt() + 1e-8)
     out = adaptive_lr_variance(opt, {w: "w"})
     assert math.isclose(out["w"], psi.var().item(), rel_tol=1e-4)
+
+
+def test_eps_dominated_fraction_compares_eps_with_the_root_it_is_added_to():
+    """sqrt_v (fairseq): eps vs sqrt(v_t) = sqrt(1 - beta2) |g| after one step; sqrt_vhat (torch): eps vs |g|."""
+    torch.manual_seed(2)
+    g = torch.logspace(-7, -1, 600)[torch.randperm(600)]
+    g[:100] = 0.0  # never seen: left out
+    for placement, root in (("sqrt_v", math.sqrt(1 - 0.999) * g), ("sqrt_vhat", g)):
+        w = torch.nn.Parameter(torch.zeros(600))
+        opt = Adam([w], eps=1e-4, betas=(0.9, 0.999), eps_placement=placement)
+        w.grad = g.clone()
+        opt.step()
+        expected = (root[100:] < 1e-4).float().mean().item()
+        assert 0.2 < expected < 0.9
+        assert math.isclose(eps_dominated_fraction(opt)["adaptive_lr/eps_dominated"], expected, rel_tol=1e-6)
+
+
+def test_histogram_record_carries_the_eps_fraction_into_the_metrics_row():
+    w = torch.nn.Parameter(torch.zeros(10))
+    opt = Adam([w], eps=1.0)
+    w.grad = torch.full((10,), 1e-3)
+    opt.step()
+    row = adaptive_lr_row(histogram_record(1, opt, {w: "w"}))
+    assert row["adaptive_lr/eps_dominated"] == 1.0 and "adaptive_lr/var_mean" in row

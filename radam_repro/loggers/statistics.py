@@ -5,6 +5,9 @@
   1, 5, 10, 25, 50, 75, 100, 150, 200 and then every 300.
 * The spread of the adaptive learning rate psi = 1 / (sqrt(v_hat) + eps) across the coordinates
   of each parameter tensor that have seen a gradient (Sec. 3: its variance is what warmup and rectification tame).
+* The fraction of those coordinates where eps outweighs the square root it is added to (sqrt(v_t) with
+  ``eps_placement="sqrt_v"``, i.e. sqrt(v_hat_t) < eps / sqrt(1 - beta2^t); sqrt(v_hat_t) with ``"sqrt_vhat"``):
+  where it is near 0, Adam-eps is plain Adam and eps cannot damp the early adaptive lr (Sec. 3.2).
 """
 
 from __future__ import annotations
@@ -71,6 +74,26 @@ def adaptive_lr_variance(optimizer: torch.optim.Optimizer, names: dict[torch.Ten
     return dict(zip(keys, torch.stack(values).tolist()))
 
 
+def eps_dominated_fraction(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """``adaptive_lr/eps_dominated``: the fraction of seen coordinates (v > 0) of all Adam-family parameters with
+    eps > sqrt(v_t) (eps on sqrt(v), fairseq) or eps > sqrt(v_hat_t) (eps on sqrt(v_hat), torch's Adam)."""
+    below, seen = [], []
+    for group in optimizer.param_groups:
+        beta2, eps = group.get("betas", (0.0, 0.999))[1], group.get("eps", 1e-8)
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            if "exp_avg_sq" not in state:
+                continue
+            v = state["exp_avg_sq"].float()
+            if group.get("eps_placement", "sqrt_v") == "sqrt_vhat":
+                v = v / (1.0 - beta2 ** float(state["step"]))
+            below.append(((v > 0) & (v.sqrt() < eps)).sum())
+            seen.append((v > 0).sum())
+    if not seen:
+        return {}
+    return {"adaptive_lr/eps_dominated": (torch.stack(below).sum() / torch.stack(seen).sum().clamp_min(1)).item()}
+
+
 def summarize_variance(per_layer: dict[str, float]) -> dict[str, float]:
     """Scalars for curves: mean / max of the per-layer variances and their mean log10."""
     if not per_layer:
@@ -87,4 +110,17 @@ def summarize_variance(per_layer: dict[str, float]) -> dict[str, float]:
 
 def histogram_record(step: int, optimizer: torch.optim.Optimizer, names: dict[torch.Tensor, str]) -> dict[str, Any]:
     """The ``histograms/step_XXXXXXX.json`` record of the run folder contract."""
-    return {"step": step, "hist": optimizer_histograms(optimizer), "adaptive_lr_var": adaptive_lr_variance(optimizer, names)}
+    return {
+        "step": step,
+        "hist": optimizer_histograms(optimizer),
+        "adaptive_lr_var": adaptive_lr_variance(optimizer, names),
+        **eps_dominated_fraction(optimizer),
+    }
+
+
+def adaptive_lr_row(record: dict[str, Any]) -> dict[str, float]:
+    """The scalars of a histogram record for the metrics rows (and W&B): variance summary and eps fraction."""
+    return {
+        **summarize_variance(record["adaptive_lr_var"]),
+        **{k: v for k, v in record.items() if k.startswith("adaptive_lr/")},
+    }

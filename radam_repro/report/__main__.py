@@ -11,10 +11,12 @@ import shlex
 import sys
 from pathlib import Path
 
+import yaml
+
 from radam_repro.report.aggregate import IGNORED_KEYS, aggregate
 from radam_repro.report.figures import write_figures
 from radam_repro.report.runs import load_runs
-from radam_repro.report.tables import PAPER_YAML, load_paper, write_tables
+from radam_repro.report.tables import PAPER_YAML, Solved, load_paper, write_tables
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -25,9 +27,13 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--ignore", action="append", default=[], metavar="KEY",
                         help="another config key (or prefix) to leave out of the grouping; repeatable")
     parser.add_argument("--no-figures", action="store_true", help="tables only")
+    parser.add_argument("--solved", type=_solved, metavar="METRIC<VALUE",
+                        help="count runs whose final metric passes this test, e.g. 'valid/loss<0.1': a solved "
+                             "column per group and, over an lr x horizon grid, heatmaps of the solved fraction")
     args = parser.parse_args(argv)
     out = args.out or Path("results") / args.folders[0].resolve().name
 
+    args.solved = args.solved or _experiment_solved(args.folders)
     runs = load_runs(args.folders)
     if not runs:
         parser.error(f"no run folders (with config.yaml or summary.json) under {', '.join(map(str, args.folders))}")
@@ -41,11 +47,31 @@ def main(argv: list[str] | None = None) -> Path:
     for run in [r for r in runs if r.status != "completed" or r.problems]:
         print(f"[report] {run.status:<10} {run.path}" + (f"  ({'; '.join(run.problems)})" if run.problems else ""))
 
-    figures = [] if args.no_figures else write_figures(agg, out / "figures")
+    figures = [] if args.no_figures else write_figures(agg, out / "figures", solved=args.solved)
     command = "python -m radam_repro.report " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    report = write_tables(agg, paper, out, command=command, figures=figures)
+    report = write_tables(agg, paper, out, command=command, figures=figures, solved=args.solved)
     print(f"[report] wrote {report}, {out / 'summary.csv'}, {out / 'runs.csv'} and {len(figures)} figures")
     return out
+
+
+def _experiment_solved(folders: list[Path]) -> Solved | None:
+    """The ``solved`` criterion an experiment gave its SweepReport callback, read from a sweep's multirun.yaml."""
+    for folder in folders:
+        path = folder / "multirun.yaml"
+        if path.is_file():
+            callbacks = ((yaml.safe_load(path.read_text()) or {}).get("hydra") or {}).get("callbacks") or {}
+            text = (callbacks.get("sweep_report") or {}).get("solved")
+            if text:
+                print(f"[report] solved criterion from {path}: {text}")
+                return Solved.parse(text)
+    return None
+
+
+def _solved(text: str) -> Solved:
+    try:
+        return Solved.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 if __name__ == "__main__":

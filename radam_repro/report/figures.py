@@ -7,6 +7,9 @@
 * ``warmup_length_<task>``: headline metric vs linear-warmup length per lr, RAdam dashed (Fig. 7).
 * ``grad_hist_<task>``: heat maps of the log|g| histograms over steps per group (Fig. 2/3).
 * ``adaptive_lr_<task>``: ``multiplier`` and every logged ``adaptive_lr/*`` statistic vs step.
+* ``robustness_<task>_<variant>`` (with a ``solved`` criterion): over a grid of lr x one other key of the
+  variant (its warmup horizon: warmup steps, RAdam's beta2 read as nu = 2 / (1 - beta2), Adam-2k's K,
+  Adam-eps's eps), heat maps of the fraction of seeds solved and of the mean final metric (Fig. 6/7 as a map).
 
 Curves are means over a group's seeds with a min-max band.
 """
@@ -15,8 +18,9 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import matplotlib
 
@@ -27,6 +31,7 @@ from matplotlib.colors import LogNorm  # noqa: E402
 
 from radam_repro.report.aggregate import Aggregate, Group, format_value, higher_is_better, sort_key  # noqa: E402
 from radam_repro.report.runs import Run  # noqa: E402
+from radam_repro.report.tables import Solved  # noqa: E402
 
 LR = "optimizer.lr"
 MAX_HISTOGRAM_PANELS = 12
@@ -34,22 +39,31 @@ HISTOGRAM_LABELS = {"log_abs_grad": "ln|g|", "log_abs_exp_avg": "ln|m|", "log_ab
 DPI = 110
 
 
-def write_figures(agg: Aggregate, out: Path) -> list[Path]:
+def write_figures(agg: Aggregate, out: Path, solved: Solved | None = None) -> list[Path]:
     """Every figure the runs have data for; a figure that fails is reported and skipped."""
     out.mkdir(parents=True, exist_ok=True)
-    makers: list[Callable[[Aggregate, str, Path], Path | None]] = [
-        train_loss, eval_curves, lr_robustness, warmup_length, gradient_histograms, adaptive_lr_statistics,
+
+    def robustness(agg: Aggregate, task: str, out: Path) -> list[Path]:
+        return robustness_heatmaps(agg, task, out, solved)
+
+    makers: list[Callable[[Aggregate, str, Path], Path | list[Path] | None]] = [
+        train_loss,
+        eval_curves,
+        lr_robustness,
+        warmup_length,
+        gradient_histograms,
+        adaptive_lr_statistics,
+        robustness,
     ]
     written = []
     for task in agg.tasks():
         for make in makers:
             try:
-                path = make(agg, task, out)
+                paths = make(agg, task, out)
             except Exception as e:  # noqa: BLE001 - one bad figure must not cost the whole report
                 print(f"[report] figure {make.__name__} for {task} skipped: {type(e).__name__}: {e}")
                 continue
-            if path is not None:
-                written.append(path)
+            written += paths if isinstance(paths, list) else [paths] if paths is not None else []
     return written
 
 
@@ -87,14 +101,17 @@ def eval_curves(agg: Aggregate, task: str, out: Path) -> Path | None:
     return _curves(agg, task, out, split, key, "eval_curves", metric, f"{metric} during training (paper Fig. 6/7)")
 
 
-def _curves(agg: Aggregate, task: str, out: Path, split: str, key: str, stem: str, ylabel: str, title: str) -> Path | None:
+def _curves(
+    agg: Aggregate, task: str, out: Path, split: str, key: str, stem: str, ylabel: str, title: str
+) -> Path | None:
     groups = agg.of_task(task)
     curves = {id(g): mean_curve(g.runs, split, key, freeze_shift(g)) for g in groups}
     if sum(c is not None and len(c[0]) > 1 for c in curves.values()) == 0:
         return None
     panels = _panels(agg, task, groups)
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels) + 3, 4.8), sharey=True, squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(5.5 * len(panels) + 3, 4.8), sharey=True, squeeze=False, layout="constrained"
+    )
     colors = _colors(agg, groups, panel_key=LR if len(panels) > 1 else None)
     for ax, (panel, members) in zip(axes[0], panels.items()):
         for g in members:
@@ -103,7 +120,9 @@ def _curves(agg: Aggregate, task: str, out: Path, split: str, key: str, stem: st
                 continue
             x, mean, low, high = curve
             shift = freeze_shift(g)
-            label = _series_label(agg, g, drop=LR if len(panels) > 1 else None) + (f" (x = step − {-shift})" if shift else "")
+            label = _series_label(agg, g, drop=LR if len(panels) > 1 else None) + (
+                f" (x = step − {-shift})" if shift else ""
+            )
             ax.plot(x, mean, color=colors[id(g)], label=f"{label}, n={len(g.runs)}", lw=1.4)
             if len(g.runs) > 1:
                 ax.fill_between(x, low, high, color=colors[id(g)], alpha=0.2, lw=0)
@@ -123,7 +142,7 @@ def lr_robustness(agg: Aggregate, task: str, out: Path) -> Path | None:
     """Fig. 6: final and best headline metric vs lr, one line per group without its lr."""
     metric = agg.headline(task)
     groups = [g for g in agg.of_task(task) if isinstance(g.key.get(LR), (int, float))]
-    if metric is None or len({g.key[LR] for g in groups}) < 2:
+    if metric is None or not _lr_varies(groups):
         return None
     series = _series(agg, groups, drop=LR)
     fig, axes = plt.subplots(1, 2, figsize=(14, 4.8), sharey=True, layout="constrained")
@@ -168,6 +187,94 @@ def warmup_length(agg: Aggregate, task: str, out: Path) -> Path | None:
     return _save(fig, out / f"warmup_length_{task}.png")
 
 
+def robustness_heatmaps(agg: Aggregate, task: str, out: Path, solved: Solved | None = None) -> list[Path]:
+    """Per variant whose groups span >= 2 lrs x >= 2 values of one other key (keys that move with it, such as
+    Adam-2k's run length with its K, ride along): heat maps over the grid of the fraction of seeds solved (with
+    ``solved``) and of the mean final metric over completed seeds. Drawn only with a ``solved`` criterion."""
+    if solved is None:
+        return []
+    metric = solved.metric
+    written = []
+    for (task_name, variant), keys in agg.label_keys.items():
+        axes_keys = [k for k in keys if k != LR]
+        groups = [g for g in agg.of_task(task) if g.variant == variant]
+        if task_name != task or LR not in keys or not axes_keys:
+            continue
+        key = axes_keys[0]
+        combinations = {tuple(_hashable(g.key[k]) for k in axes_keys) for g in groups}
+        if len(combinations) != len({_hashable(g.key[key]) for g in groups}):
+            continue  # a second independent axis: not a 2-D grid
+        lrs = sorted({g.key[LR] for g in groups}, key=sort_key)
+        horizons = sorted({_hashable(g.key[key]) for g in groups}, key=_horizon_sort)
+        cell = {(lrs.index(g.key[LR]), horizons.index(_hashable(g.key[key]))): g for g in groups}
+        panels = [
+            ("solved", f"fraction of seeds solved ({solved})"),
+            ("mean", f"mean final {metric} (completed seeds)"),
+        ]
+        fig, axes = plt.subplots(
+            1, len(panels), figsize=(5.2 * len(panels) + 1, 4.2), squeeze=False, layout="constrained"
+        )
+        for ax, (kind, title) in zip(axes[0], panels):
+            grid = np.full((len(horizons), len(lrs)), np.nan)
+            for (i, j), g in cell.items():
+                if kind == "solved":
+                    k, n = solved.count(g)
+                    grid[j, i], text = k / n, f"{k}/{n}"
+                else:
+                    stat = g.final.get(metric)
+                    grid[j, i] = np.nan if stat is None else stat.mean
+                    text = "—" if stat is None else f"{stat.mean:.2g}"
+                    text += f"\n{g.count('diverged')} div." if g.count("diverged") else ""
+                ax.text(
+                    i,
+                    j,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=9,
+                    bbox={"boxstyle": "round", "fc": "white", "alpha": 0.7, "lw": 0},
+                )
+            if kind == "solved":
+                image = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=1, origin="lower", aspect="auto")
+            else:
+                finite = grid[np.isfinite(grid)]
+                wide = finite.size > 0 and finite.min() > 0 and finite.max() / finite.min() > 10  # log scale
+                norm = LogNorm(vmin=finite.min(), vmax=finite.max()) if wide else None
+                cmap = "viridis" if higher_is_better(metric) else "viridis_r"
+                image = ax.imshow(grid, cmap=cmap, norm=norm, origin="lower", aspect="auto")
+            fig.colorbar(image, ax=ax, shrink=0.85)
+            ax.set_xticks(range(len(lrs)), [format_value(v) for v in lrs])
+            ax.set_yticks(range(len(horizons)), [_horizon_label(key, v) for v in horizons])
+            ax.set(xlabel="learning rate", ylabel=_horizon_name(key), title=title)
+        seeds = sorted({len(g.runs) for g in groups})
+        fig.suptitle(f"{task}: {variant}, lr x {_horizon_name(key)}; runs per cell: {'/'.join(map(str, seeds))}")
+        written.append(_save(fig, out / f"robustness_{task}_{variant}.png"))
+    return written
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _horizon_sort(value: Any) -> tuple:
+    return sort_key(value[-1] if isinstance(value, tuple) and value else value)
+
+
+def _horizon_name(key: str) -> str:
+    return {
+        "optimizer.betas": "beta2 (nu = 2 / (1 - beta2))",
+        "optimizer.warmup.steps": "linear warmup steps W",
+        "optimizer.freeze_steps": "frozen steps K",
+        "optimizer.eps": "eps",
+    }.get(key, key.removeprefix("optimizer."))
+
+
+def _horizon_label(key: str, value: Any) -> str:
+    if key == "optimizer.betas" and isinstance(value, tuple) and value[-1] < 1:
+        return f"{value[-1]:g} (nu = {2 / (1 - value[-1]):.3g})"
+    return format_value(value)
+
+
 # -- optimizer internals -------------------------------------------------------------------------
 def gradient_histograms(agg: Aggregate, task: str, out: Path, kind: str = "log_abs_grad") -> Path | None:
     """Fig. 2/3: per group (its first run with histograms), the distribution of log|g| at each logged step."""
@@ -185,13 +292,15 @@ def gradient_histograms(agg: Aggregate, task: str, out: Path, kind: str = "log_a
     matrices = [(label, *_histogram_matrix(records, kind)) for label, records in panels]
     floor = max(1e-6, min(d[d > 0].min() for *_, d in matrices))
     norm = LogNorm(vmin=floor, vmax=max(d.max() for *_, d in matrices))
-    fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns + 1, 3.6 * rows), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(4.6 * columns + 1, 3.6 * rows), squeeze=False, layout="constrained"
+    )
     for ax, (label, steps, edges, density) in zip(axes.flat, matrices):
         mesh = ax.pcolormesh(np.arange(len(steps) + 1), edges, density.T, cmap="viridis", norm=norm)
         ticks = np.unique(np.linspace(0, len(steps) - 1, min(len(steps), 10)).astype(int))
         ax.set_xticks(ticks + 0.5, [str(steps[i]) for i in ticks], fontsize=7, rotation=45)
         ax.set(title=label, xlabel="step (logged snapshots)", ylabel=HISTOGRAM_LABELS.get(kind, kind))
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.colorbar(mesh, ax=axes, label="fraction of values in the bin", shrink=0.8)
     fig.suptitle(f"{task}: distribution of {HISTOGRAM_LABELS.get(kind, kind)} over steps (paper Fig. 2/3)")
@@ -216,8 +325,16 @@ def _histogram_matrix(records: list[dict[str, Any]], kind: str) -> tuple[list[in
 def adaptive_lr_statistics(agg: Aggregate, task: str, out: Path) -> Path | None:
     """``multiplier`` and every ``adaptive_lr/*`` key of the train rows, vs step, per group."""
     groups = agg.of_task(task)
-    keys = sorted({k for g in groups for run in g.runs for row in run.train_rows() for k in row
-                   if k == "multiplier" or k.startswith("adaptive_lr/")})
+    keys = sorted(
+        {
+            k
+            for g in groups
+            for run in g.runs
+            for row in run.train_rows()
+            for k in row
+            if k == "multiplier" or k.startswith("adaptive_lr/")
+        }
+    )
     if not keys:
         return None
     colors = _colors(agg, groups)
@@ -245,9 +362,17 @@ def _config(group: Group, *path: str) -> Any:
     return node
 
 
+def _lr_varies(groups: list[Group]) -> bool:
+    """Whether some variant ran at several lrs (one lr per variant, as Adam-2k's own, does not count)."""
+    lrs: dict[str, set] = defaultdict(set)
+    for g in groups:
+        lrs[g.variant].add(_hashable(g.key.get(LR)))
+    return any(len(v) > 1 for v in lrs.values())
+
+
 def _panels(agg: Aggregate, task: str, groups: list[Group]) -> dict[str, list[Group]]:
-    """One panel per lr when the task's groups differ in lr, else one panel."""
-    if LR not in agg.task_keys(task):
+    """One panel per lr when some variant ran at several lrs, else one panel."""
+    if LR not in agg.task_keys(task) or not _lr_varies(groups):
         return {"": groups}
     panels: dict[str, list[Group]] = defaultdict(list)
     for g in sorted(groups, key=lambda g: sort_key(g.key.get(LR))):
@@ -282,13 +407,22 @@ def _errorbar(ax, points: list[tuple[Any, Any]], label: str, color: Any, style: 
     points = sorted((float(x), s) for x, s in points if s is not None)
     if points:
         x = [p[0] for p in points]
-        ax.errorbar(x, [s.mean for _, s in points], yerr=[s.std or 0.0 for _, s in points],
-                    fmt=style, color=color, capsize=3, label=label)
+        ax.errorbar(
+            x,
+            [s.mean for _, s in points],
+            yerr=[s.std or 0.0 for _, s in points],
+            fmt=style,
+            color=color,
+            capsize=3,
+            label=label,
+        )
 
 
 def _spans_decades(axes) -> bool:
     """Whether the plotted data are positive and span more than two decades (then a log axis reads better)."""
-    values = np.concatenate([np.asarray(line.get_ydata(), dtype=float) for ax in axes for line in ax.get_lines()] or [np.ones(1)])
+    values = np.concatenate(
+        [np.asarray(line.get_ydata(), dtype=float) for ax in axes for line in ax.get_lines()] or [np.ones(1)]
+    )
     values = values[np.isfinite(values)]
     return values.size > 0 and values.min() > 0 and values.max() / values.min() > 100
 

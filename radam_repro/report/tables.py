@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import math
+import operator
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,42 @@ from radam_repro.report.aggregate import Aggregate, Group, Stat, flatten, format
 from radam_repro.report.runs import STATUSES, Run
 
 PAPER_YAML = Path(__file__).resolve().parent / "paper.yaml"
+COMPARISONS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 EXTRA_METRICS = 4  # final metrics shown per task table besides the headline and train/loss
+
+
+@dataclass(frozen=True)
+class Solved:
+    """A run counts as solved when its final ``metric`` passes ``op threshold``, e.g. ``valid/loss<0.1``.
+
+    Only completed runs can be solved; diverged, failed and unfinished runs count as not solved.
+    """
+
+    metric: str
+    op: str
+    threshold: float
+
+    @classmethod
+    def parse(cls, text: str) -> Solved:
+        match = re.fullmatch(rf"\s*([\w/.-]+)\s*(<=|>=|<|>)\s*({NUMBER})\s*", text or "")
+        if not match:
+            raise ValueError(
+                f"cannot read the solved criterion {text!r}: write METRIC<VALUE, e.g. 'valid/loss<0.1' "
+                "(operators <, <=, >, >=; METRIC a final metric such as valid/loss or test/acc)"
+            )
+        return cls(match[1], match[2], float(match[3]))
+
+    def __str__(self) -> str:
+        return f"{self.metric}{self.op}{self.threshold:g}"
+
+    def __call__(self, run: Run) -> bool:
+        value = run.final().get(self.metric) if run.status == "completed" else None
+        return isinstance(value, (int, float)) and math.isfinite(value) and COMPARISONS[self.op](value, self.threshold)
+
+    def count(self, group: Group) -> tuple[int, int]:
+        """(solved runs, all runs) of a group."""
+        return sum(self(r) for r in group.runs), len(group.runs)
 
 
 @dataclass
@@ -52,13 +89,17 @@ class PaperEntry:
 def load_paper(path: Path = PAPER_YAML) -> list[PaperEntry]:
     """The paper's numbers; a malformed entry raises ValueError naming it and the expected fields."""
     if not path.is_file():
-        raise FileNotFoundError(f"no paper numbers at {path}; pass --paper PATH (the package ships radam_repro/report/paper.yaml)")
+        raise FileNotFoundError(
+            f"no paper numbers at {path}; pass --paper PATH (the package ships radam_repro/report/paper.yaml)"
+        )
     entries = []
     for i, raw in enumerate(yaml.safe_load(path.read_text()).get("entries", [])):
         try:
             entry = PaperEntry(**raw)
         except TypeError as e:
-            raise ValueError(f"{path}: entry {i} ({raw}) is malformed: {e}; see the field list at the top of the file") from e
+            raise ValueError(
+                f"{path}: entry {i} ({raw}) is malformed: {e}; see the field list at the top of the file"
+            ) from e
         if entry.kind not in ("final", "best"):
             raise ValueError(f"{path}: entry {i} has kind={entry.kind!r}; use final or best")
         entries.append(entry)
@@ -78,16 +119,36 @@ def comparison_rows(agg: Aggregate, paper: list[PaperEntry]) -> list[dict[str, A
     return rows
 
 
-def write_tables(agg: Aggregate, paper: list[PaperEntry], out: Path, *, command: str, figures: list[Path]) -> Path:
-    """Write report.md, summary.csv (one row per group × metric) and runs.csv (every run) into ``out``."""
+def write_tables(
+    agg: Aggregate,
+    paper: list[PaperEntry],
+    out: Path,
+    *,
+    command: str,
+    figures: list[Path],
+    solved: Solved | None = None,
+) -> Path:
+    """Write report.md, summary.csv (one row per group × metric) and runs.csv (every run) into ``out``.
+
+    With ``solved``, the task tables get a "solved" column (k/n runs), summary.csv a ``kind=solved`` row per
+    group (mean = k/n) and runs.csv a ``solved`` column.
+    """
     out.mkdir(parents=True, exist_ok=True)
-    _write_summary_csv(agg, paper, out / "summary.csv")
-    _write_runs_csv(agg, out / "runs.csv")
-    (out / "report.md").write_text(markdown(agg, paper, out, command=command, figures=figures))
+    _write_summary_csv(agg, paper, out / "summary.csv", solved)
+    _write_runs_csv(agg, out / "runs.csv", solved)
+    (out / "report.md").write_text(markdown(agg, paper, out, command=command, figures=figures, solved=solved))
     return out / "report.md"
 
 
-def markdown(agg: Aggregate, paper: list[PaperEntry], out: Path, *, command: str, figures: list[Path]) -> str:
+def markdown(
+    agg: Aggregate,
+    paper: list[PaperEntry],
+    out: Path,
+    *,
+    command: str,
+    figures: list[Path],
+    solved: Solved | None = None,
+) -> str:
     runs = [r for g in agg.groups for r in g.runs] + agg.ungroupable
     counts = ", ".join(f"{sum(r.status == s for r in runs)} {s}" for s in _statuses(runs))
     lines = [
@@ -97,15 +158,23 @@ def markdown(agg: Aggregate, paper: list[PaperEntry], out: Path, *, command: str
         "",
         "Runs are averaged over seeds only within a group whose configs agree on every key except the seed "
         "and run-specific ones (paths, device, threads, logging cadence). Grouping keys: "
-        + ", ".join(f"`{k}`" for k in agg.keys) + ".",
+        + ", ".join(f"`{k}`" for k in agg.keys)
+        + ".",
         "",
         "Cells read mean ± sample std over the completed seeds (n/a for a single seed); diverged, failed and "
-        "unfinished runs are counted, never averaged. `train/*` values are the mean of a run's last 10 logged training values.",
+        "unfinished runs are counted, never averaged. `train/*` values are the mean of a run's last 10 logged "
+        "training values."
+        + (
+            f" A run is solved when its final `{solved.metric}` {solved.op} {solved.threshold:g}; the solved column "
+            "counts solved runs over all runs of the group (diverged, failed and unfinished ones count as not solved)."
+            if solved
+            else ""
+        ),
         "",
     ]
     lines += _paper_section(agg, paper)
     for task in agg.tasks():
-        lines += _task_section(agg, task)
+        lines += _task_section(agg, task, solved)
     if figures:
         lines += ["## Figures", ""]
         lines += [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in figures]
@@ -138,12 +207,14 @@ def _paper_section(agg: Aggregate, paper: list[PaperEntry]) -> list[str]:
         cells = [entry.source, entry.task, name, f"{entry.kind} {entry.metric}", paper_cell, ours, seeds, delta]
         lines.append("| " + " | ".join(cells) + " |")
     if missing:
-        not_run = sorted({f"{e.source} {e.task}/{e.variant}" + (f" [{e.condition()}]" if e.where else "") for e in missing})
+        not_run = sorted(
+            {f"{e.source} {e.task}/{e.variant}" + (f" [{e.condition()}]" if e.where else "") for e in missing}
+        )
         lines += ["", "Paper numbers for these tasks without a matching run group: " + "; ".join(not_run) + "."]
     return lines + [""]
 
 
-def _task_section(agg: Aggregate, task: str) -> list[str]:
+def _task_section(agg: Aggregate, task: str, solved: Solved | None = None) -> list[str]:
     groups = agg.of_task(task)
     headline = agg.headline(task)
     columns: list[tuple[str, str]] = []
@@ -153,11 +224,21 @@ def _task_section(agg: Aggregate, task: str) -> list[str]:
         columns.append(("final", "train/loss"))
     others = sorted({m for g in groups for m in g.final if m.split("/")[0] in ("valid", "test")} - {headline})
     columns += [("final", m) for m in others[:EXTRA_METRICS]]
-    header = ["group", "seeds", "completed", "diverged", "failed", "unfinished"] + [f"{k} {m}" for k, m in columns]
+    header = ["group", "seeds", "completed", "diverged", "failed", "unfinished"]
+    header += [f"solved ({solved})"] if solved else []
+    header += [f"{k} {m}" for k, m in columns]
     lines = [f"## {task}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for g in groups:
-        cells = [agg.label(g), ", ".join(map(str, g.seeds)), str(g.count("completed")), str(g.count("diverged")),
-                 str(g.count("failed")), str(g.unfinished)]
+        cells = [
+            agg.label(g),
+            ", ".join(map(str, g.seeds)),
+            str(g.count("completed")),
+            str(g.count("diverged")),
+            str(g.count("failed")),
+            str(g.unfinished),
+        ]
+        if solved:
+            cells.append("{}/{}".format(*solved.count(g)))
         for kind, metric in columns:
             stat = (g.best if kind == "best" else g.final).get(metric)
             cells.append("—" if stat is None else stat.format())
@@ -175,36 +256,91 @@ def _problem_section(runs: list[Run]) -> list[str]:
     for r in flagged:
         error = (r.summary or {}).get("error")
         notes = [*r.problems, *([f"error: {error}"] if error else [])]
-        lines.append(f"| {_display(r.path)} | {r.status} | {r.step if r.step is not None else '—'} | {'; '.join(notes) or '—'} |")
+        lines.append(
+            f"| {_display(r.path)} | {r.status} | {r.step if r.step is not None else '—'} | {'; '.join(notes) or '—'} |"
+        )
     return lines + [""]
 
 
-def _write_summary_csv(agg: Aggregate, paper: list[PaperEntry], path: Path) -> None:
-    header = ["task", "variant", "group", *agg.keys, "runs", "completed", "diverged", "failed", "unfinished",
-              "kind", "metric", "mean", "std", "n", "paper", "paper_std", "paper_source"]
+def _write_summary_csv(agg: Aggregate, paper: list[PaperEntry], path: Path, solved: Solved | None = None) -> None:
+    header = [
+        "task",
+        "variant",
+        "group",
+        *agg.keys,
+        "runs",
+        "completed",
+        "diverged",
+        "failed",
+        "unfinished",
+        "kind",
+        "metric",
+        "mean",
+        "std",
+        "n",
+        "paper",
+        "paper_std",
+        "paper_source",
+    ]
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         for g in agg.groups:
-            head = [g.task, g.variant, agg.label(g), *(format_value(g.key[k]) for k in agg.keys), len(g.runs),
-                    g.count("completed"), g.count("diverged"), g.count("failed"), g.unfinished]
+            head = [
+                g.task,
+                g.variant,
+                agg.label(g),
+                *(format_value(g.key[k]) for k in agg.keys),
+                len(g.runs),
+                g.count("completed"),
+                g.count("diverged"),
+                g.count("failed"),
+                g.unfinished,
+            ]
             stats = [("final", m, s) for m, s in g.final.items()] + [("best", m, s) for m, s in g.best.items()]
+            if solved:
+                k, n = solved.count(g)
+                stats.append(("solved", str(solved), Stat(k / n, None, n)))
             for kind, metric, stat in stats or [("", "", None)]:
                 entry = next((e for e in paper if e.kind == kind and e.metric == metric and e.matches(g)), None)
-                writer.writerow([*head, kind, metric, *(_stat_cells(stat)),
-                                 *([entry.value, entry.std, entry.source] if entry else ["", "", ""])])
+                writer.writerow(
+                    [
+                        *head,
+                        kind,
+                        metric,
+                        *(_stat_cells(stat)),
+                        *([entry.value, entry.std, entry.source] if entry else ["", "", ""]),
+                    ]
+                )
 
 
-def _write_runs_csv(agg: Aggregate, path: Path) -> None:
+def _write_runs_csv(agg: Aggregate, path: Path, solved: Solved | None = None) -> None:
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["path", "task", "variant", "group", "seed", "status", "step", "total_steps", "problems"])
+        writer.writerow(
+            ["path", "task", "variant", "group", "seed", "status", "step", "total_steps", "problems"]
+            + ([f"solved ({solved})"] if solved else [])
+        )
         for g in agg.groups:
             for r in g.runs:
-                writer.writerow([r.path, r.task, r.variant, agg.label(g), r.seed, r.status, r.step,
-                                 (r.summary or {}).get("total_steps"), "; ".join(r.problems)])
+                writer.writerow(
+                    [
+                        r.path,
+                        r.task,
+                        r.variant,
+                        agg.label(g),
+                        r.seed,
+                        r.status,
+                        r.step,
+                        (r.summary or {}).get("total_steps"),
+                        "; ".join(r.problems),
+                    ]
+                    + ([solved(r)] if solved else [])
+                )
         for r in agg.ungroupable:
-            writer.writerow([r.path, "", "", "", "", r.status, r.step, "", "; ".join(r.problems)])
+            writer.writerow(
+                [r.path, "", "", "", "", r.status, r.step, "", "; ".join(r.problems)] + ([False] if solved else [])
+            )
 
 
 def _display(path: Path) -> str:

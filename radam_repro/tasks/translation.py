@@ -89,7 +89,7 @@ class SyntheticConfig:
     batch_size: int = 64
     max_update: int = 500
     steps_per_epoch: int = 100
-    decay_start: float = 0.7  # linear decay of lr to 0 from this fraction of max_update on
+    decay_start: Optional[float] = None  # linear decay to 0 from this fraction of T (None: fairseq's, after a warmup)
     label_smoothing: float = 0.0
     clip_norm: float = 0.0
     valid_batches: int = 4
@@ -308,7 +308,8 @@ class SyntheticTranslationTask(Seq2SeqTask):
         self.steps_per_epoch = cfg.steps_per_epoch
         self.total_steps = cfg.max_update
         self.clip_norm = cfg.clip_norm
-        self.decay = Decay(kind="linear", min_lr_ratio=0.0, start=int(round(cfg.decay_start * cfg.max_update)))
+        start = None if cfg.decay_start is None else int(round(cfg.decay_start * cfg.max_update))
+        self.decay = Decay(kind="linear", min_lr_ratio=0.0, start=start)
 
     def train_batches(self, epoch: int, start: int = 0) -> Iterator[dict]:
         for index in range(start, self.steps_per_epoch):
