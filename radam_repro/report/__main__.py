@@ -24,12 +24,21 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("folders", nargs="+", type=Path, help="run folders or folders to search for runs")
     parser.add_argument("--out", type=Path, help="output folder (default: results/<name of the first folder>)")
     parser.add_argument("--paper", type=Path, default=PAPER_YAML, help="the paper's numbers (default: %(default)s)")
-    parser.add_argument("--ignore", action="append", default=[], metavar="KEY",
-                        help="another config key (or prefix) to leave out of the grouping; repeatable")
+    parser.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="another config key (or prefix) to leave out of the grouping; repeatable",
+    )
     parser.add_argument("--no-figures", action="store_true", help="tables only")
-    parser.add_argument("--solved", type=_solved, metavar="METRIC<VALUE",
-                        help="count runs whose final metric passes this test, e.g. 'valid/loss<0.1': a solved "
-                             "column per group and, over an lr x horizon grid, heatmaps of the solved fraction")
+    parser.add_argument(
+        "--solved",
+        type=_solved,
+        metavar="METRIC<VALUE",
+        help="count runs whose final metric passes this test, e.g. 'valid/loss<0.1': a solved "
+        "column per group and, over an lr x horizon grid, heatmaps of the solved fraction",
+    )
     args = parser.parse_args(argv)
     out = args.out or Path("results") / args.folders[0].resolve().name
 
@@ -42,13 +51,17 @@ def main(argv: list[str] | None = None) -> Path:
     if not paper:
         print(f"[report] no paper numbers at {args.paper}; the tables will have no paper column")
     print(f"[report] {len(runs)} runs in {len(agg.groups)} groups; grouping keys: {', '.join(agg.keys)}")
-    print(f"[report] ignored when grouping: {', '.join(sorted(IGNORED_KEYS | set(args.ignore)))}, "
-          "logger.*, hydra.*, *_dir/*_path/*_root/*_file")
+    print(
+        f"[report] ignored when grouping: {', '.join(sorted(IGNORED_KEYS | set(args.ignore)))}, "
+        "logger.*, hydra.*, *_dir/*_path/*_root/*_file"
+    )
     for run in [r for r in runs if r.status != "completed" or r.problems]:
         print(f"[report] {run.status:<10} {run.path}" + (f"  ({'; '.join(run.problems)})" if run.problems else ""))
 
     figures = [] if args.no_figures else write_figures(agg, out / "figures", solved=args.solved)
-    command = "python -m radam_repro.report " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = "python -m radam_repro.report " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
     report = write_tables(agg, paper, out, command=command, figures=figures, solved=args.solved)
     print(f"[report] wrote {report}, {out / 'summary.csv'}, {out / 'runs.csv'} and {len(figures)} figures")
     return out

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import numpy as np
 import sacrebleu
@@ -114,7 +115,9 @@ def build_transformer(model_cfg: DictConfig, src_vocab: int, tgt_vocab: int) -> 
     return Transformer(TransformerConfig(src_vocab_size=src_vocab, tgt_vocab_size=tgt_vocab, padding_idx=PAD, **arch))
 
 
-def label_smoothed_nll_loss(logits: torch.Tensor, target: torch.Tensor, epsilon: float) -> tuple[torch.Tensor, torch.Tensor]:
+def label_smoothed_nll_loss(
+    logits: torch.Tensor, target: torch.Tensor, epsilon: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, nll) summed over non-padding tokens: loss = (1-eps)·nll + eps/V·sum_v(-log p_v) (fairseq v0.8)."""
     lprobs = torch.log_softmax(logits.float(), dim=-1)
     keep = target.ne(PAD)
@@ -133,8 +136,10 @@ def shard_sentences(batch: dict, rank: int, world: int) -> dict:
     """
     sentences = len(batch["target"])
     if sentences < world:
-        raise ValueError(f"a batch of {sentences} sentences cannot feed {world} processes; "
-                         "raise task.max_tokens (or task.batch_size), or lower trainer.devices")
+        raise ValueError(
+            f"a batch of {sentences} sentences cannot feed {world} processes; "
+            "raise task.max_tokens (or task.batch_size), or lower trainer.devices"
+        )
     lo, hi = rank * sentences // world, (rank + 1) * sentences // world
     shard = {key: value[lo:hi] for key, value in batch.items() if key != "ntokens"}
     shard["ntokens"] = batch["ntokens"] / world
@@ -149,8 +154,10 @@ def average_checkpoints(paths: list[Path]) -> dict[str, torch.Tensor]:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)["model"]
         except Exception as e:  # noqa: BLE001 - damaged, or Python objects that weights_only refuses
-            raise ValueError(f"cannot load checkpoint {path} safely (torch.load weights_only=True): "
-                             f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}") from None
+            raise ValueError(
+                f"cannot load checkpoint {path} safely (torch.load weights_only=True): "
+                f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}"
+            ) from None
         if total and state.keys() != total.keys():
             raise ValueError(f"{path} holds different parameters than {paths[0]}: cannot average them")
         for key, value in state.items():
@@ -214,7 +221,9 @@ class TranslationTask(Seq2SeqTask):
 
     def train_batches(self, epoch: int, start: int = 0) -> Iterator[dict]:
         """Batches fixed once per run (seeded tie-breaking), visited in an order shuffled by (seed, epoch)."""
-        order = np.random.RandomState(self.seed + epoch + 1).permutation(len(self.batches))  # fairseq epochs count from 1
+        order = np.random.RandomState(self.seed + epoch + 1).permutation(
+            len(self.batches)
+        )  # fairseq epochs count from 1
         train = self.data.splits[self.cfg.train_split]
         for index in order[start:]:
             yield collate(train, self.batches[index], self.device)
@@ -239,10 +248,17 @@ class TranslationTask(Seq2SeqTask):
         """Beam-search hypotheses of every sentence of ``split``, BPE removed, in corpus order."""
         data = self.data.splits[split]
         hypotheses = [""] * len(data)
-        for indices in batch_by_size(length_sorted_indices(data, None), data.num_tokens, None, self.cfg.eval_batch_size, 1):
+        for indices in batch_by_size(
+            length_sorted_indices(data, None), data.num_tokens, None, self.cfg.eval_batch_size, 1
+        ):
             src = collate(data, indices, self.device)["src_tokens"]
             results = beam_search(
-                model, src, beam=self.cfg.beam, lenpen=self.cfg.lenpen, max_len_a=self.cfg.max_len_a, max_len_b=self.cfg.max_len_b
+                model,
+                src,
+                beam=self.cfg.beam,
+                lenpen=self.cfg.lenpen,
+                max_len_a=self.cfg.max_len_a,
+                max_len_b=self.cfg.max_len_b,
             )
             for index, (tokens, _) in zip(indices, results):
                 hypotheses[index] = remove_bpe(self.data.tgt_dict.string(tokens))
@@ -262,7 +278,10 @@ class TranslationTask(Seq2SeqTask):
         hypotheses = self.translate(averaged, split)
         Path(run_dir, f"{split}.hypotheses.txt").write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
         references = [remove_bpe(line) for line in self.data.lines(split, self.data.tgt_lang)]
-        results = {f"{split}/bleu": tokenized_bleu(hypotheses, references), f"{split}/checkpoints_averaged": float(len(paths))}
+        results = {
+            f"{split}/bleu": tokenized_bleu(hypotheses, references),
+            f"{split}/checkpoints_averaged": float(len(paths)),
+        }
         if self.cfg.detok_bleu:
             results[f"{split}/sacrebleu_detok"] = detokenized_bleu(hypotheses, references, self.data.tgt_lang)
         return results
@@ -290,7 +309,12 @@ def build(cfg: DictConfig, *, seed: int, device: torch.device) -> TranslationTas
         data = load_data_bin(data_dir, cfg.source_lang, cfg.target_lang, splits)
     else:
         data = load_bilingual(
-            data_dir, cfg.source_lang, cfg.target_lang, splits=splits, dict_split=cfg.train_split, cache_dir=cfg.cache_dir
+            data_dir,
+            cfg.source_lang,
+            cfg.target_lang,
+            splits=splits,
+            dict_split=cfg.train_split,
+            cache_dir=cfg.cache_dir,
         )
     return TranslationTask(cfg, data, seed=seed, device=device)
 
@@ -332,7 +356,12 @@ class SyntheticTranslationTask(Seq2SeqTask):
             totals += [float(loss), float(nll), float(correct), float(batch["ntokens"])]
         model.train(was_training)
         loss, nll, correct, ntokens = totals.tolist()
-        return {"valid/loss": loss / ntokens, "valid/nll_loss": nll / ntokens, "valid/ppl": math.exp(nll / ntokens), "valid/acc": 100 * correct / ntokens}
+        return {
+            "valid/loss": loss / ntokens,
+            "valid/nll_loss": nll / ntokens,
+            "valid/ppl": math.exp(nll / ntokens),
+            "valid/acc": 100 * correct / ntokens,
+        }
 
     def state_dict(self) -> dict:
         return {"vocab": self.cfg.vocab, "length": self.cfg.length, "task_seed": self.cfg.task_seed}
