@@ -115,7 +115,7 @@ def test_resume_with_another_config_stops_before_touching_the_folder(finished, t
     assert proc.returncode != 0
     message = proc.stderr
     assert "optimizer.name: 'radam' (folder) -> 'adam' (now)" in message
-    assert "optimizer.lr: 0.005 (folder) -> 0.0001 (now)" in message
+    assert "optimizer.lr: 0.003 (folder) -> 0.0001 (now)" in message
     assert "optimizer.algorithm" in message and "trainer.resume=false" in message and "another folder" in message
     assert snapshot(run) == before  # nothing written, nothing removed, config.yaml still the RAdam run's
 
