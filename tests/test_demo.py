@@ -46,13 +46,14 @@ def demo_sweep(tmp_path_factory):
 
 @pytest.mark.slow
 def test_demo_recipe_reproduces_the_papers_outcome_on_fresh_seeds(demo_sweep):
-    """README "What the demo shows": the linear warmup, RAdam with nu = W and Adam-2k solve on every seed, and
-    Adam-vanilla ends above each of them on every seed (it fails on some seeds and solves on others at the
-    recipe's lr: the paper's "fails on every seed" is not reproduced at this scale)."""
+    """The issue's floor on fresh seeds: the linear warmup, RAdam with nu = W and Adam-2k solve on every seed,
+    Adam-vanilla is stuck (not solved) on every seed and ends above each fix. README "What the demo shows":
+    on the reference's seeds 1-5 vanilla solved late on 2 of 5, so this floor is not a claim about every seed."""
     sweep, _ = demo_sweep
     loss = final_losses(sweep)
     assert set(loss) == {(v, s) for v in VARIANTS for s in SEEDS}
     for seed in SEEDS:
+        assert loss["adam", seed] >= SOLVED, f"Adam-vanilla should stay unsolved (seed {seed})"
         for variant in ("adam_warmup", "radam", "adam_2k"):
             assert loss[variant, seed] < SOLVED, f"{variant} should solve the task (seed {seed})"
             assert loss["adam", seed] > 2 * loss[variant, seed], f"Adam-vanilla should end above {variant} ({seed})"
@@ -62,9 +63,10 @@ def test_demo_recipe_reproduces_the_papers_outcome_on_fresh_seeds(demo_sweep):
 def test_demo_prints_the_verdict_and_the_table_and_writes_the_report(demo_sweep):
     sweep, proc = demo_sweep
     verdict = (
-        "chance = ln 32 = 3.47; solved (valid/loss<0.1) on every run: adam_2k (3/3), adam_warmup (3/3), radam (3/3)"
+        "chance = ln 32 = 3.47; solved (valid/loss<0.1) on every run: adam_2k (3/3), adam_warmup (3/3), radam (3/3); "
+        "on none: adam (0/3)."
     )
-    assert verdict in proc.stdout or verdict.replace("adam_2k (3/3), ", "adam (3/3), adam_2k (3/3), ") in proc.stdout
+    assert verdict in proc.stdout
     assert "| variant | seed | status |" in proc.stdout and "| radam | 6 | completed |" in proc.stdout
     assert (sweep / "table.md").read_text().count("| completed |") == 12
     report = sweep / "report"
