@@ -150,3 +150,23 @@ def test_heat_map_axis_takes_keys_that_move_with_the_horizon(tmp_path):
         for g in agg.groups
     }
     assert counts == {(1e-3, 5): (2, 2), (1e-3, 42): (2, 2), (1e-2, 5): (1, 2), (1e-2, 42): (2, 2)}
+
+
+def test_warmup_length_figure_draws_every_radam_group_at_an_lr(tmp_path, monkeypatch):
+    """A map sweeps RAdam's beta2 at each lr: the Fig. 7 panel draws one RAdam line per beta2 with its own value
+    and label, not whichever group came last."""
+    from radam_repro.report import figures
+    from radam_repro.report.aggregate import aggregate
+
+    def run(name, acc, **optimizer):
+        config = {"seed": 1, "task": {"name": "toy"}, "optimizer": {"name": name, "lr": 1e-3, **optimizer}}
+        return Run(tmp_path / f"{name}-{acc}", config, {"final": {"valid/acc": acc}}, [], "completed")
+
+    runs = [run("adam_warmup", 50.0 + w, warmup={"kind": "linear", "steps": w}) for w in (10, 29)]
+    runs += [run("radam", 10.0, betas=[0.9, 0.8]), run("radam", 100.0, betas=[0.9, 0.977])]
+    saved = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: saved.append(fig) or path)
+    assert figures.warmup_length(aggregate(runs), "toy", tmp_path).name == "warmup_length_toy.png"
+    final_panel = saved[0].axes[0]
+    radam_lines = {line.get_label(): line.get_ydata()[0] for line in final_panel.lines if "RAdam" in line.get_label()}
+    assert radam_lines == {"RAdam betas=(0.9, 0.8), lr=0.001": 10.0, "RAdam betas=(0.9, 0.977), lr=0.001": 100.0}

@@ -29,7 +29,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
-from radam_repro.report.aggregate import Aggregate, Group, format_value, higher_is_better, sort_key  # noqa: E402
+from radam_repro.report.aggregate import (  # noqa: E402
+    Aggregate,
+    Group,
+    format_value,
+    higher_is_better,
+    short_key,
+    sort_key,
+)
 from radam_repro.report.runs import Run  # noqa: E402
 from radam_repro.report.tables import Solved  # noqa: E402
 
@@ -158,8 +165,12 @@ def lr_robustness(agg: Aggregate, task: str, out: Path) -> Path | None:
     return _save(fig, out / f"lr_robustness_{task}.png")
 
 
+DASHES = ("--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)))
+
+
 def warmup_length(agg: Aggregate, task: str, out: Path) -> Path | None:
-    """Fig. 7: headline metric vs linear warmup length, one line per lr; RAdam at that lr dashed."""
+    """Fig. 7: headline metric vs linear warmup length, one line per lr; RAdam at that lr dashed (one dash style
+    per RAdam group when several share the lr, e.g. a sweep over beta2, each labelled with what tells it apart)."""
     metric = agg.headline(task)
     warm = [g for g in agg.of_task(task) if _config(g, "optimizer", "warmup", "kind") == "linear"]
     lengths = {_config(g, "optimizer", "warmup", "steps") for g in warm}
@@ -168,16 +179,28 @@ def warmup_length(agg: Aggregate, task: str, out: Path) -> Path | None:
     by_lr: dict[Any, list[Group]] = defaultdict(list)
     for g in warm:
         by_lr[_config(g, "optimizer", "lr")].append(g)
-    radam = {_config(g, "optimizer", "lr"): g for g in agg.of_task(task) if g.variant == "radam"}
+    radam: dict[Any, list[Group]] = defaultdict(list)  # several per lr when RAdam's beta2 is swept too
+    for g in agg.of_task(task):
+        if g.variant == "radam":
+            radam[_config(g, "optimizer", "lr")].append(g)
     fig, axes = plt.subplots(1, 2, figsize=(14, 4.8), sharey=True, layout="constrained")
     for ax, kind in zip(axes, ("final", "best")):
         for i, lr in enumerate(sorted(by_lr, key=float)):
             color = f"C{i % 10}"
             points = [(_config(g, "optimizer", "warmup", "steps"), getattr(g, kind).get(metric)) for g in by_lr[lr]]
             _errorbar(ax, points, f"Adam + linear warmup, lr={format_value(lr)}", color, "o-")
-            stat = getattr(radam[lr], kind).get(metric) if lr in radam else None
-            if stat is not None:
-                ax.axhline(stat.mean, color=color, ls="--", lw=1.2, label=f"RAdam, lr={format_value(lr)}")
+            for k, g in enumerate(radam.get(lr, [])):
+                stat = getattr(g, kind).get(metric)
+                if stat is not None:
+                    others = [k for k in agg.label_keys[g.task, g.variant] if k != LR] if len(radam[lr]) > 1 else []
+                    label = " ".join(["RAdam", *(f"{short_key(k)}={format_value(g.key.get(k))}" for k in others)])
+                    ax.axhline(
+                        stat.mean,
+                        color=color,
+                        ls=DASHES[k % len(DASHES)],
+                        lw=1.2,
+                        label=f"{label}, lr={format_value(lr)}",
+                    )
         ax.set(xscale="log", xlabel="linear warmup steps", title=f"{kind} {metric}")
         _value_ticks(ax, lengths)
         ax.grid(alpha=0.3)
