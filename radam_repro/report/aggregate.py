@@ -145,12 +145,10 @@ class Aggregate:
         groups = self.of_task(task)
         return [k for k in self.keys if k != "task.name" and len({_hashable(g.key.get(k)) for g in groups}) > 1]
 
-    def label(self, group: Group) -> str:
-        parts = [str(group.variant)]
-        parts += [
-            f"{short_key(k)}={format_value(group.key.get(k))}" for k in self.label_keys[group.task, group.variant]
-        ]
-        return " ".join(parts)
+    def label(self, group: Group, omit: tuple[str, ...] = ()) -> str:
+        """The variant and the keys that tell its groups apart (``omit``: keys the caller shows otherwise)."""
+        keys = [k for k in self.label_keys[group.task, group.variant] if k not in omit]
+        return " ".join([str(group.variant), *(f"{short_key(k)}={format_value(group.key.get(k))}" for k in keys)])
 
     def headline(self, task: str) -> str | None:
         """The task's main metric: the first of :data:`HEADLINE_METRICS` any of its groups reports."""

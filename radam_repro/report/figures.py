@@ -29,14 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
-from radam_repro.report.aggregate import (  # noqa: E402
-    Aggregate,
-    Group,
-    format_value,
-    higher_is_better,
-    short_key,
-    sort_key,
-)
+from radam_repro.report.aggregate import Aggregate, Group, format_value, higher_is_better, sort_key  # noqa: E402
 from radam_repro.report.runs import Run  # noqa: E402
 from radam_repro.report.tables import Solved  # noqa: E402
 
@@ -189,18 +182,11 @@ def warmup_length(agg: Aggregate, task: str, out: Path) -> Path | None:
             color = f"C{i % 10}"
             points = [(_config(g, "optimizer", "warmup", "steps"), getattr(g, kind).get(metric)) for g in by_lr[lr]]
             _errorbar(ax, points, f"Adam + linear warmup, lr={format_value(lr)}", color, "o-")
-            for k, g in enumerate(radam.get(lr, [])):
+            for n, g in enumerate(radam.get(lr, [])):
                 stat = getattr(g, kind).get(metric)
                 if stat is not None:
-                    others = [k for k in agg.label_keys[g.task, g.variant] if k != LR] if len(radam[lr]) > 1 else []
-                    label = " ".join(["RAdam", *(f"{short_key(k)}={format_value(g.key.get(k))}" for k in others)])
-                    ax.axhline(
-                        stat.mean,
-                        color=color,
-                        ls=DASHES[k % len(DASHES)],
-                        lw=1.2,
-                        label=f"{label}, lr={format_value(lr)}",
-                    )
+                    label = f"{agg.label(g, omit=(LR,))}, lr={format_value(lr)}"
+                    ax.axhline(stat.mean, color=color, ls=DASHES[n % len(DASHES)], lw=1.2, label=label)
         ax.set(xscale="log", xlabel="linear warmup steps", title=f"{kind} {metric}")
         _value_ticks(ax, lengths)
         ax.grid(alpha=0.3)
