@@ -40,6 +40,24 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def iwslt(shared_data) -> Path:
+    """The staged IWSLT'14 De-En, tokenized (fairseq's prepare-iwslt14.sh output); skips if absent."""
+    path = shared_data / "iwslt14" / "iwslt14.tokenized.de-en"
+    if not (path / "valid.de").is_file():
+        pytest.skip(f"staged IWSLT'14 not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def multi30k(shared_data) -> Path:
+    """The staged Multi30k task 1, tokenized and lowercased; skips if absent."""
+    path = shared_data / "multi30k" / "data" / "task1" / "tok"
+    if not all((path / f"{split}.lc.norm.tok.de").is_file() for split in ("train", "test_2016_flickr")):
+        pytest.skip(f"staged Multi30k not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
 def cifar_dir(shared_data: Path) -> Path:
     path = shared_data / "cifar10" / "partial"
     if not (path / "cifar-10-batches-py" / "data_batch_1").is_file():

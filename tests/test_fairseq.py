@@ -76,22 +76,6 @@ def head(source: Path, target: Path, n: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def iwslt(shared_data) -> Path:
-    path = shared_data / "iwslt14" / "iwslt14.tokenized.de-en"
-    if not (path / "valid.de").is_file():
-        pytest.skip(f"staged IWSLT'14 not found at {path}")
-    return path
-
-
-@pytest.fixture(scope="module")
-def multi30k(shared_data) -> Path:
-    path = shared_data / "multi30k" / "data" / "task1" / "tok"
-    if not (path / "test_2016_flickr.lc.norm.tok.de").is_file():
-        pytest.skip(f"staged Multi30k not found at {path}")
-    return path
-
-
-@pytest.fixture(scope="module")
 def iwslt_bin(iwslt, tmp_path_factory) -> Path:
     """The staged IWSLT'14 (BPE) with valid as the training split, binarised by fairseq-preprocess."""
     out = tmp_path_factory.mktemp("iwslt") / "data-bin"

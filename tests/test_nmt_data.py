@@ -25,14 +25,6 @@ CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def iwslt(shared_data) -> Path:
-    path = shared_data / "iwslt14" / "iwslt14.tokenized.de-en"
-    if not (path / "valid.de").is_file():
-        pytest.skip(f"staged IWSLT'14 not found at {path}")
-    return path
-
-
-@pytest.fixture(scope="module")
 def iwslt_data(iwslt, tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
     return load_bilingual(iwslt, "de", "en", splits=["valid", "test"], dict_split="valid", cache_dir=cache)
@@ -145,28 +137,25 @@ def test_mismatched_line_counts_are_refused(tmp_path):
         load_bilingual(tmp_path, "de", "en", cache_dir=tmp_path / "cache")
 
 
-def test_multi30k_joint_bpe_is_learned_once_reversible_and_trains(shared_data, tmp_path):
-    tok = shared_data / "multi30k" / "data" / "task1" / "tok"
-    if not (tok / "train.lc.norm.tok.de").is_file():
-        pytest.skip(f"staged Multi30k not found at {tok}")
-    folder = prepare_multi30k(tok, "de", "en", merges=300, cache_dir=tmp_path)
+def test_multi30k_joint_bpe_is_learned_once_reversible_and_trains(multi30k, tmp_path):
+    folder = prepare_multi30k(multi30k, "de", "en", merges=300, cache_dir=tmp_path)
     assert sum(1 for line in read_lines(folder / "code") if not line.startswith("#")) == 300
     counts = {split: len(read_lines(folder / f"{split}.en")) for split in ("train", "valid", "test")}
     assert counts == {"train": 29000, "valid": 1014, "test": 1000}
     for split, name in (("valid", "val"), ("test", "test_2016_flickr")):
         for lang in ("de", "en"):
             bpe = read_lines(folder / f"{split}.{lang}")
-            assert [remove_bpe(line) for line in bpe] == read_lines(tok / f"{name}.lc.norm.tok.{lang}")
+            assert [remove_bpe(line) for line in bpe] == read_lines(multi30k / f"{name}.lc.norm.tok.{lang}")
     assert any("@@ " in line for line in read_lines(folder / "valid.de"))
     stamp = (folder / "code").stat().st_mtime_ns
-    assert prepare_multi30k(tok, "de", "en", merges=300, cache_dir=tmp_path) == folder
+    assert prepare_multi30k(multi30k, "de", "en", merges=300, cache_dir=tmp_path) == folder
     assert (folder / "code").stat().st_mtime_ns == stamp
 
     # task=nmt_multi30k on the cached BPE: a few Adam steps of a tiny model lower the validation loss
     cfg = OmegaConf.create(
         {
             "name": "nmt_multi30k",
-            "data_dir": str(tok),
+            "data_dir": str(multi30k),
             "cache_dir": str(tmp_path),
             "bpe_merges": 300,
             "model": {"layers": 1, "d_model": 32, "ffn_dim": 64, "heads": 2, "dropout": 0.0},

@@ -133,10 +133,7 @@ def write_corpus(folder: Path, iwslt: Path, n: int) -> None:
             (folder / f"{split}.{lang}").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
 
-def test_final_evaluation_averages_the_last_checkpoints_and_scores_bleu(shared_data, tmp_path):
-    iwslt = shared_data / "iwslt14" / "iwslt14.tokenized.de-en"
-    if not (iwslt / "valid.de").is_file():
-        pytest.skip(f"staged IWSLT'14 not found at {iwslt}")
+def test_final_evaluation_averages_the_last_checkpoints_and_scores_bleu(iwslt, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     write_corpus(data, iwslt, 24)
