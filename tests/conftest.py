@@ -172,3 +172,17 @@ def wait_for(predicate, timeout: float, what: str):
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.2)
     return value
+
+
+def tiny_transformer(**config):
+    """A seeded 2+2-layer Transformer (d_model 32, FFN 64, 4 heads, vocab 40 -> 50) in eval mode; ``config``
+    overrides TransformerConfig fields."""
+    import torch
+
+    from radam_repro.models.transformer import Transformer, TransformerConfig
+
+    torch.manual_seed(0)
+    shape = dict(
+        src_vocab_size=40, tgt_vocab_size=50, d_model=32, ffn_dim=64, heads=4, encoder_layers=2, decoder_layers=2
+    )
+    return Transformer(TransformerConfig(**(shape | config))).eval()

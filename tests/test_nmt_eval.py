@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import sacrebleu
 import torch
+from conftest import tiny_transformer
 from omegaconf import OmegaConf
 
 from radam_repro.models.sequence_generator import beam_search, greedy_search
-from radam_repro.models.transformer import Transformer, TransformerConfig
+from radam_repro.models.transformer import Transformer
 from radam_repro.tasks.translation import average_checkpoints, build, tokenized_bleu
 
 torch.set_num_threads(1)
@@ -22,22 +23,10 @@ PAD, EOS = 1, 2
 
 def toy_model(tgt_vocab: int, sharpness: float = 8.0) -> Transformer:
     """A random tiny Transformer whose output distributions are peaked enough to differ between sentences."""
-    torch.manual_seed(0)
-    model = Transformer(
-        TransformerConfig(
-            src_vocab_size=40,
-            tgt_vocab_size=tgt_vocab,
-            d_model=32,
-            ffn_dim=64,
-            heads=4,
-            encoder_layers=2,
-            decoder_layers=2,
-            dropout=0.0,
-        )
-    )
+    model = tiny_transformer(tgt_vocab_size=tgt_vocab, dropout=0.0)
     with torch.no_grad():
         model.output_projection.mul_(sharpness)
-    return model.eval()
+    return model
 
 
 def sources(n: int) -> torch.Tensor:

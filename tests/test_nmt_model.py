@@ -7,28 +7,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_transformer
 
 from radam_repro.models.transformer import Transformer, TransformerConfig, sinusoidal_positions
 from radam_repro.tasks.translation import label_smoothed_nll_loss
 
 torch.set_num_threads(1)
 PAD = 1
-
-
-def tiny(pre_norm: bool = False, **kwargs) -> Transformer:
-    torch.manual_seed(0)
-    cfg = TransformerConfig(
-        src_vocab_size=40,
-        tgt_vocab_size=50,
-        d_model=32,
-        ffn_dim=64,
-        heads=4,
-        encoder_layers=2,
-        decoder_layers=2,
-        pre_norm=pre_norm,
-        **kwargs,
-    )
-    return Transformer(cfg).eval()
 
 
 def batch():
@@ -85,7 +70,7 @@ def test_initialisation_is_fairseqs():
 
 @pytest.mark.parametrize("pre_norm", [False, True])
 def test_incremental_decoding_equals_full_decoding(pre_norm):
-    model = tiny(pre_norm)
+    model = tiny_transformer(pre_norm=pre_norm)
     src, prev = batch()
     full = model(src, prev)
     encoder, cache = model.encode(src), model.new_cache()
@@ -94,14 +79,14 @@ def test_incremental_decoding_equals_full_decoding(pre_norm):
 
 
 def test_source_padding_does_not_change_the_output():
-    model = tiny()
+    model = tiny_transformer()
     src, prev = batch()
     padded = torch.cat([src, torch.full((3, 4), PAD)], dim=1)
     torch.testing.assert_close(model(padded, prev), model(src, prev), atol=1e-5, rtol=1e-5)
 
 
 def test_decoder_is_causal():
-    model = tiny()
+    model = tiny_transformer()
     src, prev = batch()
     changed = prev.clone()
     changed[:, 4:] = 5
@@ -109,7 +94,7 @@ def test_decoder_is_causal():
 
 
 def test_pre_norm_adds_final_layer_norms_and_post_norm_ends_normalised():
-    post, pre = tiny(False), tiny(True)
+    post, pre = tiny_transformer(pre_norm=False), tiny_transformer(pre_norm=True)
     src, _ = batch()
     assert isinstance(pre.encoder_norm, torch.nn.LayerNorm) and isinstance(pre.decoder_norm, torch.nn.LayerNorm)
     assert not isinstance(post.encoder_norm, torch.nn.LayerNorm)
@@ -118,7 +103,7 @@ def test_pre_norm_adds_final_layer_norms_and_post_norm_ends_normalised():
 
 
 def test_embedding_sharing():
-    shared = tiny(share_decoder_input_output_embed=True)
+    shared = tiny_transformer(share_decoder_input_output_embed=True)
     assert shared.output_weight is shared.decoder_embed.weight
     joint = Transformer(
         TransformerConfig(src_vocab_size=40, tgt_vocab_size=40, d_model=32, ffn_dim=64, share_all_embeddings=True)
