@@ -25,11 +25,13 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from radam_repro.errors import UserError
+
 LEASE_S = 300.0  # default lease: a lock untouched for this long belongs to a dead process
 BREAKER_STALE_S = 10.0  # the breaker is held for microseconds; older means its holder died there
 
 
-class RunFolderInUse(RuntimeError):
+class RunFolderInUse(UserError, RuntimeError):
     pass
 
 

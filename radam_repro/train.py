@@ -31,7 +31,9 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from radam_repro import distributed, optim, tasks
+from radam_repro.data.fetch import check_task_data
 from radam_repro.distributed import Ranks
+from radam_repro.errors import ConfigError, UserError
 from radam_repro.loggers import Loggers, Silent
 from radam_repro.loggers.statistics import adaptive_lr_row, histogram_record, is_histogram_step
 from radam_repro.optim.schedules import Decay
@@ -121,7 +123,7 @@ def rows_from_eval(step: int, epoch: float, metrics: dict[str, float]) -> list[d
     return list(by_split.values())
 
 
-class ConfigMismatch(ValueError):
+class ConfigMismatch(UserError, ValueError):
     """The run folder holds another run than the one asked for."""
 
 
@@ -146,6 +148,15 @@ def validate(cfg: DictConfig) -> None:
         optim.build_schedule(cfg.optimizer, Decay(), 1)
     except ValueError as e:
         raise ValueError(re.sub(r"^invalid (?=\w)", "invalid optimizer.", str(e))) from None
+
+
+def preflight(cfg: DictConfig) -> None:
+    """What can be checked before a run folder exists: the config values and the task's data files."""
+    try:
+        validate(cfg)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    check_task_data(cfg)
 
 
 def check_resume_config(cfg: DictConfig, out_dir: Path) -> None:
@@ -180,7 +191,7 @@ def check_resume_config(cfg: DictConfig, out_dir: Path) -> None:
 
 def train(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     """Run one cell into ``out_dir`` and return its summary (also written to summary.json)."""
-    validate(cfg)
+    preflight(cfg)
     check_resume_config(cfg, Path(out_dir))
     if distributed.must_spawn(cfg.trainer.devices):
         return _spawn(cfg, RunDir(out_dir))

@@ -20,6 +20,7 @@ BUILDERS = {
     "nmt_synthetic": "radam_repro.tasks.translation:build_synthetic",
     "lm1b": "radam_repro.tasks.language_model:build",
     "lm1b_small": "radam_repro.tasks.language_model:build",
+    "lm_wikitext2": "radam_repro.tasks.language_model:build",
 }
 
 
