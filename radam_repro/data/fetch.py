@@ -371,7 +371,7 @@ def _nmt_missing(task: DictConfig) -> list[Path]:
 
 def _lm_missing(task: DictConfig) -> list[Path]:
     folder = Path(task.data_dir)
-    patterns = [*task.train_files, *task.valid_files, *task.test_files]
+    patterns = dict.fromkeys([*task.train_files, *task.valid_files, *task.test_files])
     return [folder / p for p in patterns if not any(q.is_file() for q in folder.glob(p))]
 
 
@@ -392,12 +392,14 @@ def check_task_data(cfg: DictConfig) -> None:
     if not missing:
         return
     dataset = next(d for d in MANIFEST.values() if task.name in d.tasks)
-    data_dir, default = Path(task.data_dir), Path(cfg.data_root) / dataset.folder
-    names = [str(p.relative_to(data_dir)) for p in missing]
-    what = f"lacks {', '.join(names)}" if data_dir.is_dir() else "does not exist"
+    default = Path(cfg.data_root) / dataset.folder
+    by_folder: dict[Path, list[str]] = {}
+    for path in missing:
+        by_folder.setdefault(path.parent, []).append(path.name)
+    shown = "; ".join(f"{folder}/{{{', '.join(names)}}}" for folder, names in by_folder.items())
     raise MissingData(
-        f"task={task.name} reads task.data_dir={data_dir}, which {what}.\n"
-        f"Fetch the data set into {default} (the default task.data_dir; set by data_root / RADAM_REPRO_DATA):\n"
+        f"task={task.name} (task.data_dir={task.data_dir}) is missing {shown}.\n"
+        f"Fetch it into {default}, where the task's default task.data_dir reads it (data_root: $RADAM_REPRO_DATA):\n"
         f"  python -m radam_repro.data fetch {dataset.name} --root {cfg.data_root}\n"
         f"Offline: add --mirror URL (or {MIRROR_ENV}=URL), a copy laid out as URL/{dataset.name}/<file>. "
         "Or point task.data_dir at a complete copy."
