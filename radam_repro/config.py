@@ -46,6 +46,9 @@ class TrainerConfig:
     resume: bool = True  # resume from the run folder's latest checkpoint; false moves an earlier run aside
     lock_lease_s: float = 300.0  # the folder lock is stale once untouched this long (its owner refreshes it)
     progress: bool = True  # tqdm progress bar
+    # smoke runs: at most N test items in the final evaluation (NMT: sentences decoded); 0: the regular evaluation
+    # instead. summary.json's final_eval says which ran, so a bounded result is never taken for the real one.
+    final_eval_limit: Optional[int] = None
 
 
 class WandbMode(Enum):

@@ -26,6 +26,8 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
@@ -37,6 +39,7 @@ class Preemption:
 
     def __init__(self) -> None:
         self.received: signal.Signals | None = None
+        self._at_once = False
         self._previous: dict[signal.Signals, Any] = {}
         if threading.current_thread() is threading.main_thread():  # handlers can only be set there
             self._previous = {sig: signal.signal(sig, self._note) for sig in (REQUEUE_SIGNAL, signal.SIGTERM)}
@@ -45,7 +48,22 @@ class Preemption:
         sig = signal.Signals(signum)
         if self.received != REQUEUE_SIGNAL:  # a requeue request outranks a plain stop
             self.received = sig
+        if self._at_once:
+            print(f"[radam_repro] received {sig.name}: stopping the final evaluation", flush=True)
+            self.stop()
         print(f"[radam_repro] received {sig.name}: checkpointing at the next step boundary", flush=True)
+
+    @contextmanager
+    def immediate(self) -> Iterator[None]:
+        """Inside, a signal calls :meth:`stop` at once: for work without step boundaries that a rerun repeats
+        (the final evaluation, after the last checkpoint is saved)."""
+        if self.received is not None:
+            self.stop()
+        self._at_once = True
+        try:
+            yield
+        finally:
+            self._at_once = False
 
     def requested(self) -> bool:
         """True when a signal arrived here or, under torch.distributed, on any rank (an all-reduce)."""

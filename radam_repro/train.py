@@ -139,6 +139,8 @@ def validate(cfg: DictConfig) -> None:
         raise ValueError(f"trainer.threads={t.threads} must be >= 1 (or null: torch's default)")
     if t.max_steps is not None and t.max_steps <= 0:
         raise ValueError(f"trainer.max_steps={t.max_steps} must be a positive number of updates (null: the recipe's)")
+    if t.final_eval_limit is not None and t.final_eval_limit < 0:
+        raise ValueError(f"trainer.final_eval_limit={t.final_eval_limit} must be >= 0 (0 skips; null: the full one)")
     if t.keep_checkpoints < 0:
         raise ValueError(f"trainer.keep_checkpoints={t.keep_checkpoints} must be >= 0")
     if t.precision not in PRECISIONS:
@@ -361,7 +363,7 @@ class Loop:
                     break
         if progress is not None:
             progress.close()
-        return self.finish()
+        return self.finish(preemption)
 
     def train_step(self, train_model: torch.nn.Module, batch: Any) -> None:
         """One update: forward, backward, clip, optimizer and schedule step; the losses wait for the logging step."""
@@ -442,14 +444,26 @@ class Loop:
             self.log_eval(metrics)
         self.ranks.barrier()
 
-    def finish(self) -> dict[str, Any]:
-        """The task's final evaluation on the kept checkpoints, then the ``completed`` summary."""
+    def finish(self, preemption: Preemption) -> dict[str, Any]:
+        """The task's final evaluation on the kept checkpoints, then the ``completed`` summary.
+
+        The last checkpoint is saved: a stop signal here ends the run at once, and a resumed run evaluates again.
+        """
         if not self.ranks.is_main:
             return self.summary("completed")  # rank 0 alone runs the final evaluation and writes the result
         self.model.eval()
-        final = self.task.final_evaluation(self.model, self.folder.path, self.folder.step_checkpoints())
+        limit = self.cfg.trainer.final_eval_limit
+        how = {None: "full", 0: "skipped: the regular evaluation instead (trainer.final_eval_limit=0)"}.get(
+            limit, f"bounded: at most {limit} test items (trainer.final_eval_limit={limit}), not the real one"
+        )
+        print(f"[radam_repro] final evaluation ({how})", flush=True)
+        with preemption.immediate():
+            if limit == 0:
+                final = self.task.evaluate(self.model)
+            else:
+                final = self.task.final_evaluation(self.model, self.folder.path, self.folder.step_checkpoints(), limit)
         self.log_eval(final)
-        result = self.summary("completed", final=final)
+        result = self.summary("completed", final=final, final_eval=how)
         self.logs.finish(result)
         return result
 

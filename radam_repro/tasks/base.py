@@ -68,11 +68,14 @@ class Task:
         """Validation/test metrics, keys prefixed by split, e.g. ``{"valid/loss": .., "test/acc": ..}``."""
         raise NotImplementedError
 
-    def final_evaluation(self, model: nn.Module, run_dir: Path, checkpoints: list[Path]) -> dict[str, float]:
+    def final_evaluation(
+        self, model: nn.Module, run_dir: Path, checkpoints: list[Path], limit: int | None = None
+    ) -> dict[str, float]:
         """Extra evaluation at the end of training (e.g. checkpoint averaging and beam search).
 
         ``checkpoints``: the kept step checkpoints, oldest first (the last :attr:`checkpoints_needed` at
-        least); ``run_dir`` takes any output files. Default: :meth:`evaluate`.
+        least); ``run_dir`` takes any output files; ``limit``: at most this many test items, for a quick check
+        (a task whose final evaluation is cheap may ignore it). Default: :meth:`evaluate`.
         """
         return self.evaluate(model)
 

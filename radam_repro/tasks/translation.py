@@ -244,12 +244,14 @@ class TranslationTask(Seq2SeqTask):
         return {f"{split}/loss": loss_sum / ntokens, f"{split}/nll_loss": nll, f"{split}/ppl": math.exp(nll)}
 
     @torch.no_grad()
-    def translate(self, model: Transformer, split: str) -> list[str]:
-        """Beam-search hypotheses of every sentence of ``split``, BPE removed, in corpus order."""
+    def translate(self, model: Transformer, split: str, limit: int | None = None) -> list[str]:
+        """Beam-search hypotheses of the first ``limit`` (default: every) sentences of ``split``, BPE removed."""
         data = self.data.splits[split]
-        hypotheses = [""] * len(data)
+        count = len(data) if limit is None else min(limit, len(data))
+        hypotheses = [""] * count
+        order = [i for i in length_sorted_indices(data, None) if i < count]
         for indices in batch_by_size(
-            length_sorted_indices(data, None), data.num_tokens, None, self.cfg.eval_batch_size, 1
+            np.asarray(order, dtype=np.int64), data.num_tokens, None, self.cfg.eval_batch_size, 1
         ):
             src = collate(data, indices, self.device)["src_tokens"]
             results = beam_search(
@@ -264,9 +266,12 @@ class TranslationTask(Seq2SeqTask):
                 hypotheses[index] = remove_bpe(self.data.tgt_dict.string(tokens))
         return hypotheses
 
-    def final_evaluation(self, model: nn.Module, run_dir: Path, checkpoints: list[Path]) -> dict[str, float]:
+    def final_evaluation(
+        self, model: nn.Module, run_dir: Path, checkpoints: list[Path], limit: int | None = None
+    ) -> dict[str, float]:
         """eval.sh: average the last ``average_last`` of the kept step ``checkpoints`` (if any), then test BLEU.
 
+        ``limit``: BLEU of the first ``limit`` test sentences only (``<test_split>/sentences`` says how many).
         The BPE-removed hypotheses are written to ``run_dir/<test_split>.hypotheses.txt``.
         """
         paths = checkpoints[-self.cfg.average_last :]
@@ -275,12 +280,13 @@ class TranslationTask(Seq2SeqTask):
             averaged = copy.deepcopy(self.model)
             averaged.load_state_dict(average_checkpoints(paths))
         split = self.cfg.test_split
-        hypotheses = self.translate(averaged, split)
+        hypotheses = self.translate(averaged, split, limit)
         Path(run_dir, f"{split}.hypotheses.txt").write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
-        references = [remove_bpe(line) for line in self.data.lines(split, self.data.tgt_lang)]
+        references = [remove_bpe(line) for line in self.data.lines(split, self.data.tgt_lang)][: len(hypotheses)]
         results = {
             f"{split}/bleu": tokenized_bleu(hypotheses, references),
             f"{split}/checkpoints_averaged": float(len(paths)),
+            f"{split}/sentences": float(len(hypotheses)),
         }
         if self.cfg.detok_bleu:
             results[f"{split}/sacrebleu_detok"] = detokenized_bleu(hypotheses, references, self.data.tgt_lang)
