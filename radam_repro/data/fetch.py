@@ -27,11 +27,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from radam_repro.data.bilingual import default_cache_dir
 from radam_repro.errors import MissingData, UserError
 
 MIRROR_ENV = "RADAM_REPRO_MIRROR"
-CHUNK = 1 << 20
+CHUNK = 1 << 16
 ATTEMPTS = 3  # tries per file while each one makes progress (a connection that drops mid-file)
 
 
@@ -270,7 +269,7 @@ def download(dataset: DataSet, file: RemoteFile, url: str, folder: Path) -> Path
                     raise UserError(
                         f"{url} answered {e.response.status_code} ({e.response.reason}). {offline_help(dataset)}"
                     ) from None
-                except (requests.ConnectionError, requests.Timeout) as e:
+                except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
                     got = part.stat().st_size if part.exists() else 0
                     if got > before and attempt < ATTEMPTS:
                         print(f"[radam_repro] {file.name}: connection lost at {got} bytes; resuming", flush=True)
@@ -315,6 +314,8 @@ def fetch(
     manifest: dict[str, DataSet] | None = None,
 ) -> list[Path]:
     """Fetch, verify and build each named data set into ``root/<folder>``; returns the folders."""
+    from radam_repro.data.bilingual import default_cache_dir  # torch: imported only when there is work
+
     manifest = MANIFEST if manifest is None else manifest
     unknown = [n for n in names if n not in manifest and n != "all"]
     if unknown:
