@@ -160,7 +160,7 @@ RUNS = {  # the task each data set feeds, run with its default data_dir: a smoke
     "cifar10": ["task=cifar10", "task.check_integrity=false", "task.train_subset=64", *SMOKE],
     "iwslt14": ["task=nmt", *TINY_NMT, *SMOKE],
     "multi30k": ["task=nmt_multi30k", "task.bpe_merges=500", *TINY_NMT, *SMOKE],
-    "wikitext2": ["task=lm_wikitext2", "task.batch_size=4", *SMOKE],
+    "wikitext2": ["task=lm_wikitext2", "task.batch_size=4", "task.valid_lines=[0,0.02]", *SMOKE],
     "lm1b": ["task=lm1b_small", "task.batch_size=4", "trainer.max_steps=2", "trainer.final_eval_limit=0"],
 }
 
@@ -170,16 +170,19 @@ RUNS = {  # the task each data set feeds, run with its default data_dir: a smoke
     [
         pytest.param(
             "cifar10",
-            marks=pytest.mark.xfail(
-                reason="issue 20 item 3 (wt19b): tasks/cifar.py merges the unresolved task config, so the default "
-                "data_dir (${data_root}/cifar10) fails; passes once that fix is merged",
-                strict=False,
-            ),
+            marks=[
+                pytest.mark.slow,  # the new-user test below reads the same default layout
+                pytest.mark.xfail(
+                    reason="issue 20 item 3 (wt19b): tasks/cifar.py merges the unresolved task config, so the default "
+                    "data_dir (${data_root}/cifar10) fails; passes once that fix is merged",
+                    strict=False,
+                ),
+            ],
         ),
-        "iwslt14",
-        "multi30k",
-        "wikitext2",
-        "lm1b",
+        pytest.param("iwslt14", marks=pytest.mark.slow),  # ~40 s: tokenises the 6,750 test segments
+        "multi30k",  # ~35 s on 2 busy cores, most of it the CLI's start
+        pytest.param("wikitext2", marks=pytest.mark.slow),
+        pytest.param("lm1b", marks=pytest.mark.slow),
     ],
 )
 def test_fetch_from_a_mirror_then_the_task_trains_on_its_default_data_dir(dataset, server, shared_data, tmp_path):
