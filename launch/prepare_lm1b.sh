@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Prepare One Billion Word for `python -m radam_repro task=lm1b`: download (or take) the official
-# archive, unpack it, then build the vocabulary (threshold 3) and encode every shard once.
+# Prepare One Billion Word for `python -m radam_repro task=lm1b`: fetch the official archive (verified, unpacked
+# into place by `python -m radam_repro.data fetch lm1b`), then build the vocabulary (threshold 3) and encode every
+# shard once.
 #
 #   launch/prepare_lm1b.sh [DATA_ROOT]          # default: $RADAM_REPRO_DATA, else ./data
-#   LM1B_ARCHIVE=/path/to/1-billion-word-language-modeling-benchmark-r13output.tar.gz launch/prepare_lm1b.sh
+#   RADAM_REPRO_MIRROR=file:///archives launch/prepare_lm1b.sh   # /archives/lm1b/1-billion-word-...-r13output.tar.gz
 #
 # Result (the layout task=lm1b reads, with data_root=DATA_ROOT):
 #   DATA_ROOT/lm1b/1-billion-word-language-modeling-benchmark-r13output/
@@ -15,20 +16,6 @@
 # would otherwise do it on its first start.
 set -euo pipefail
 
-root="${1:-${RADAM_REPRO_DATA:-data}}/lm1b"
-name=1-billion-word-language-modeling-benchmark-r13output
-url="https://www.statmt.org/lm-benchmark/${name}.tar.gz"
-archive="${LM1B_ARCHIVE:-$root/${name}.tar.gz}"
-
-mkdir -p "$root"
-if [ ! -d "$root/$name/training-monolingual.tokenized.shuffled" ]; then
-  if [ ! -f "$archive" ]; then
-    echo "downloading $url (about 1.7 GB) to $archive"
-    curl -fL --retry 3 -o "$archive.part" "$url"
-    mv "$archive.part" "$archive"
-  fi
-  echo "unpacking $archive into $root"
-  tar -xzf "$archive" -C "$root"
-fi
-
-python -m radam_repro.data.lm1b --data-dir "$root/$name" --threshold 3
+root="${1:-${RADAM_REPRO_DATA:-data}}"
+python -m radam_repro.data fetch lm1b --root "$root"
+python -m radam_repro.data.lm1b --data-dir "$root/lm1b/1-billion-word-language-modeling-benchmark-r13output" --threshold 3
