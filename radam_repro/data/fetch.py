@@ -393,7 +393,8 @@ def check_task_data(cfg: DictConfig) -> None:
     if not missing:
         return
     dataset = next(d for d in MANIFEST.values() if task.name in d.tasks)
-    default = Path(cfg.data_root) / dataset.folder
+    data_root = cfg.get("data_root", "data")
+    default = Path(data_root) / dataset.folder
     by_folder: dict[Path, list[str]] = {}
     for path in missing:
         by_folder.setdefault(path.parent, []).append(path.name)
@@ -401,7 +402,7 @@ def check_task_data(cfg: DictConfig) -> None:
     raise MissingData(
         f"task={task.name} (task.data_dir={task.data_dir}) is missing {shown}.\n"
         f"Fetch it into {default}, where the task's default task.data_dir reads it (data_root: $RADAM_REPRO_DATA):\n"
-        f"  python -m radam_repro.data fetch {dataset.name} --root {cfg.data_root}\n"
+        f"  python -m radam_repro.data fetch {dataset.name} --root {data_root}\n"
         f"Offline: add --mirror URL (or {MIRROR_ENV}=URL), a copy laid out as URL/{dataset.name}/<file>. "
         "Or point task.data_dir at a complete copy."
         + (" (task.download=true also fetches CIFAR-10 through torchvision.)" if task.name == "cifar10" else "")
