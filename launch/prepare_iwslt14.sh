@@ -37,5 +37,5 @@ else
   exit 2
 fi
 
-python -m radam_repro.data.prepare_iwslt14 --orig "$orig" --out "$out" "$@"
+"${PYTHON:-python}" -m radam_repro.data.prepare_iwslt14 --orig "$orig" --out "$out" "$@"
 echo "prepared $out"

@@ -17,5 +17,6 @@
 set -euo pipefail
 
 root="${1:-${RADAM_REPRO_DATA:-data}}"
-python -m radam_repro.data fetch lm1b --root "$root"
-python -m radam_repro.data.lm1b --data-dir "$root/lm1b/1-billion-word-language-modeling-benchmark-r13output" --threshold 3
+python=${PYTHON:-python}  # the interpreter of the environment radam_repro is installed in
+"$python" -m radam_repro.data fetch lm1b --root "$root"
+"$python" -m radam_repro.data.lm1b --data-dir "$root/lm1b/1-billion-word-language-modeling-benchmark-r13output" --threshold 3

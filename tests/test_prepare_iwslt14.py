@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,7 @@ def test_devtest_tokenisation_reproduces_the_moses_output_line_by_line(staged, t
             str(reference),
         ],
         cwd=ROOT,
+        env={**os.environ, "PYTHON": sys.executable},  # this environment's interpreter, activated or not
         capture_output=True,
         text=True,
         timeout=300,
