@@ -368,3 +368,19 @@ def test_sigterm_handler_stops_at_once_inside_immediate(monkeypatch):
             raise AssertionError("not stopped")
     finally:
         preemption.restore()
+
+
+def test_a_refused_start_removes_only_a_folder_hydra_just_made(tmp_path):
+    from radam_repro.__main__ import remove_unstarted
+
+    runs = tmp_path / "runs"
+    fresh, earlier = runs / "adhoc" / "task=nmt", runs / "other" / "task=nmt"
+    for folder in (fresh, earlier):
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / ".hydra" / "config.yaml").write_text("{}")
+        (folder / "__main__.log").write_text("")
+    (earlier / "summary.json").write_text("{}")
+    remove_unstarted(fresh, runs)
+    remove_unstarted(earlier, runs)
+    assert not (runs / "adhoc").exists() and runs.is_dir()  # the empty group folder goes too, run_root stays
+    assert (earlier / "summary.json").is_file() and (earlier / ".hydra").is_dir()  # an earlier run is not touched
