@@ -4,7 +4,7 @@
 # valid, test = dev2010 + TEDX.dev2012 + tst2010 + tst2011 + tst2012, joint BPE with 10000 merges.
 #
 # usage: bash launch/prepare_iwslt14.sh SOURCE [OUT] [--bpe-tokens N] [--devtest-only] [--compare REF_TMP]
-#   SOURCE  de-en.tgz (IWSLT 2014 De-En, e.g. a mirror of https://wit3.fbk.eu/archive/2014-01/texts/de/en/de-en.tgz)
+#   SOURCE  de-en.tgz (IWSLT 2014 De-En; `python -m radam_repro.data fetch iwslt14` downloads and prepares it)
 #           or the de-en/ folder extracted from it
 #   OUT     output folder (default: data/iwslt14/iwslt14.tokenized.de-en); the tokenised text goes to OUT/tmp
 #   --devtest-only  only the XML dev/test files (no train text needed), e.g. to check against a reference:
