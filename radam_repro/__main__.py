@@ -45,7 +45,7 @@ def main(cfg: DictConfig) -> dict:
 def remove_unstarted(out_dir: Path, run_root: Path) -> None:
     """Remove the folder Hydra made for a run that never started (only Hydra's ``.hydra/`` and log inside), then
     its empty parents below ``run_root``: a config or data error leaves no run folder behind."""
-    if any(p.name != ".hydra" and p.suffix != ".log" for p in out_dir.iterdir()):
+    if not out_dir.is_dir() or any(p.name != ".hydra" and p.suffix != ".log" for p in out_dir.iterdir()):
         return  # an earlier run's folder: not ours to touch
     shutil.rmtree(out_dir)
     root = run_root.resolve()
