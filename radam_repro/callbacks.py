@@ -11,8 +11,7 @@ from omegaconf import DictConfig
 
 from radam_repro.report.runs import Run, load_runs
 from radam_repro.report.tables import Solved
-
-COLUMNS = ("train/loss", "valid/loss", "valid/acc", "test/acc", "test/bleu", "valid/ppl", "test/ppl")
+from radam_repro.run_folder import COLUMNS
 
 
 def sweep_table(sweep_dir: Path, solved: Solved | None = None) -> str:

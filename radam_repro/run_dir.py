@@ -20,7 +20,6 @@ load with ``torch.load(weights_only=True)``; each ``step_*.pt`` is a file of its
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import time
@@ -34,6 +33,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from radam_repro.folder_lock import LEASE_S, FolderLock, RunFolderInUse
+from radam_repro.run_folder import strict_json
 
 __all__ = ["RunDir", "RunFolderInUse", "atomic_write", "strict_json"]
 
@@ -58,21 +58,6 @@ def atomic_write(path: Path, data: bytes | str | Callable[[Any], None]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return "NaN" if math.isnan(obj) else ("Infinity" if obj > 0 else "-Infinity")
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
-def strict_json(obj: Any, **kwargs: Any) -> str:
-    """JSON without bare NaN/Infinity: non-finite floats become the strings "NaN", "Infinity", "-Infinity"."""
-    return json.dumps(_finite(obj), allow_nan=False, default=str, **kwargs)
 
 
 class _Writes:

@@ -36,13 +36,10 @@ from radam_repro.loggers import Loggers, Silent
 from radam_repro.loggers.statistics import adaptive_lr_row, histogram_record, is_histogram_step
 from radam_repro.optim.schedules import Decay
 from radam_repro.preemption import Preemption
-from radam_repro.report.aggregate import MISSING, flatten, is_run_specific
 from radam_repro.run_dir import RunDir, RunFolderInUse
+from radam_repro.run_folder import COUNTS, MISSING, better, flatten, is_run_specific
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-HIGHER_IS_BETTER = ("acc", "bleu")
-SCORES = ("loss", "nll_loss", "ppl", "acc", "bleu")  # metrics tracked in summary["best"]
-COUNTS = ("ntokens",)  # per-step metrics that add up over DDP ranks; the others are averaged
 
 
 def seed_everything(seed: int) -> None:
@@ -102,14 +99,6 @@ def run_metadata(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-
-
-def better(key: str, new: float, old: float | None) -> bool:
-    if not key.split("/")[-1].startswith(SCORES):
-        return False
-    if old is None or not math.isfinite(old):
-        return math.isfinite(new)
-    return new > old if key.split("/")[-1].startswith(HIGHER_IS_BETTER) else new < old
 
 
 def rows_from_eval(step: int, epoch: float, metrics: dict[str, float]) -> list[dict[str, Any]]:

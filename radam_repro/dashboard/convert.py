@@ -29,8 +29,9 @@ import yaml
 from tensorboard.plugins.hparams import summary_v2 as hparams_summary
 from torch.utils.tensorboard import SummaryWriter
 
-from radam_repro.report.aggregate import aggregate, flatten, format_value, is_ignored
+from radam_repro.report.aggregate import aggregate, format_value, is_ignored
 from radam_repro.report.runs import Run, find_run_dirs
+from radam_repro.run_folder import flatten
 
 ENDED = ("completed", "diverged", "failed")
 NOT_METRICS = ("step", "split", "epoch")

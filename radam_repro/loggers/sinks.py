@@ -17,11 +17,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from radam_repro.report.aggregate import flatten, higher_is_better
 from radam_repro.run_dir import RunDir
+from radam_repro.run_folder import SCORES, flatten, higher_is_better
 
 STEP = "step"  # every chart's x-axis: the optimizer step
-SCORES = ("loss", "nll_loss", "ppl", "acc", "bleu")  # metrics whose W&B summary is their min (or max)
 
 
 def wandb_config(cfg: DictConfig) -> dict[str, Any]:

@@ -29,9 +29,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
-from radam_repro.report.aggregate import Aggregate, Group, format_value, higher_is_better, sort_key  # noqa: E402
+from radam_repro.report.aggregate import Aggregate, Group, format_value, sort_key  # noqa: E402
 from radam_repro.report.runs import Run  # noqa: E402
 from radam_repro.report.tables import Solved  # noqa: E402
+from radam_repro.run_folder import higher_is_better  # noqa: E402
 
 LR = "optimizer.lr"
 MAX_HISTOGRAM_PANELS = 12

@@ -20,9 +20,8 @@ from typing import Any
 import yaml
 
 from radam_repro.folder_lock import lock_state
+from radam_repro.run_folder import _decode
 
-STATUSES = ("completed", "diverged", "failed", "running", "interrupted", "incomplete")
-NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 TRAIN_METRICS = ("loss", "acc", "ppl")  # final "train/<m>": mean of the last TRAIN_WINDOW logged values
 TRAIN_WINDOW = 10
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -199,11 +198,6 @@ def _checked_summary(summary: dict[str, Any], problems: list[str]) -> dict[str, 
 def _section(config: dict[str, Any], name: str) -> dict[str, Any]:
     value = config.get(name)
     return value if isinstance(value, dict) else {}
-
-
-def _decode(obj: dict[str, Any]) -> dict[str, Any]:
-    """JSON object hook: the strict-JSON spellings of non-finite numbers back to floats."""
-    return {k: NON_FINITE[v] if isinstance(v, str) and v in NON_FINITE else v for k, v in obj.items()}
 
 
 def load_runs(roots: list[Path]) -> list[Run]:

@@ -12,8 +12,9 @@ from typing import Any
 
 import yaml
 
-from radam_repro.report.aggregate import Aggregate, Group, Stat, flatten, format_value
-from radam_repro.report.runs import STATUSES, Run
+from radam_repro.report.aggregate import Aggregate, Group, Stat, format_value
+from radam_repro.report.runs import Run
+from radam_repro.run_folder import STATUSES, flatten
 
 PAPER_YAML = Path(__file__).resolve().parent / "paper.yaml"
 COMPARISONS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
