@@ -11,21 +11,24 @@ from omegaconf import DictConfig
 
 from radam_repro.report.runs import Run, load_runs
 from radam_repro.report.tables import Solved
-from radam_repro.run_folder import COLUMNS
+from radam_repro.run_folder import Status, headline_metrics
 
 
 def sweep_table(sweep_dir: Path, solved: Solved | None = None) -> str:
-    """One Markdown row per run folder under ``sweep_dir``: variant, seed, status, final metrics (and solved)."""
+    """One Markdown row per run folder under ``sweep_dir``: variant, seed, status, final metrics (and solved).
+
+    The metrics: the training loss, then the headline metrics (radam_repro.run_folder.METRICS) the runs report.
+    """
     runs = sorted(load_runs([sweep_dir]), key=lambda r: (str(r.variant), str(r.seed)))
     finals = [run.final() for run in runs]
-    columns = [c for c in COLUMNS if any(f.get(c) is not None for f in finals)]
+    columns = [c for c in ("train/loss", *headline_metrics()) if any(f.get(c) is not None for f in finals)]
     solved_column = [f"solved ({solved})"] if solved else []
     lines = [
         "| variant | seed | status | " + " | ".join(columns + solved_column) + " |",
         "|---|---|---|" + "---|" * (len(columns) + len(solved_column)),
     ]
     for run, final in zip(runs, finals):
-        status = f"diverged@{run.summary.get('diverged_step')}" if run.status == "diverged" else run.status
+        status = f"diverged@{run.summary.get('diverged_step')}" if run.status == Status.DIVERGED else run.status
         cells = [f"{final[c]:.4g}" if isinstance(final.get(c), (int, float)) else "" for c in columns]
         cells += ["yes" if solved(run) else "no"] if solved else []
         lines.append(f"| {run.variant} | {run.seed} | {status} | " + " | ".join(cells) + " |")

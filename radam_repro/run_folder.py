@@ -1,41 +1,73 @@
-"""The run folder's contract, shared by training, the loggers, the report and the dashboard."""
+"""The run folder's contract: what training writes and the loggers, the report and the dashboard read.
+
+::
+
+    <run>/config.yaml     resolved config            <run>/meta.json     versions, git commit, seed, host
+    <run>/metrics.jsonl   one JSON object per point  <run>/histograms/   step_*.json: log|g|, log|m|, log|v|
+    <run>/checkpoints/    latest.pt + step_*.pt      <run>/summary.json  status, step, final/best metrics
+    <run>/.lock           its owner (host, pid) and lease while a process runs it (radam_repro/folder_lock.py)
+    <run>/previous-<time>/  an earlier run's files, moved aside by trainer.resume=false
+
+JSON is strict (RFC 8259): a non-finite number is written as the string ``"NaN"``, ``"Infinity"`` or
+``"-Infinity"`` and read back as a float (:func:`strict_json`, :func:`parse_strict_json`). ``summary.json``'s
+``status`` is a :class:`Status`; ``best`` holds the best value of every score and loss of :data:`METRICS`.
+This module imports neither torch nor the report: :mod:`radam_repro.run_dir` writes the folder for training,
+:mod:`radam_repro.report.runs` reads it for the report and the dashboard.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import re
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
-STATUSES = ("completed", "diverged", "failed", "running", "interrupted", "incomplete")
+# -- layout ----------------------------------------------------------------------------------------
+CONFIG_FILE = "config.yaml"
+META_FILE = "meta.json"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+HISTOGRAM_DIR = "histograms"
+CHECKPOINT_DIR = "checkpoints"
+LATEST_CHECKPOINT = "latest.pt"
+LOCK_FILE = ".lock"
+PREVIOUS_PREFIX = "previous-"
+STEP_PREFIX = "step_"  # histograms/step_0000300.json, checkpoints/step_0000300.pt
+
+
+def step_file(step: int, suffix: str) -> str:
+    """The name of a per-step file: ``step_file(300, ".pt")`` is ``step_0000300.pt``."""
+    return f"{STEP_PREFIX}{step:07d}{suffix}"
+
+
+def step_of(path: Path) -> int:
+    """The step in a :func:`step_file` name."""
+    return int(path.stem.removeprefix(STEP_PREFIX))
+
+
+# -- status ----------------------------------------------------------------------------------------
+class Status(StrEnum):
+    """``summary.json``'s status; the last two are never written, only read from what a folder holds."""
+
+    COMPLETED = "completed"
+    DIVERGED = "diverged"  # a non-finite loss ended it: a result, not a crash
+    FAILED = "failed"
+    RUNNING = "running"
+    INTERRUPTED = "interrupted"  # "running", but its process is gone (a dead pid, an expired lease)
+    INCOMPLETE = "incomplete"  # no summary.json
+
+
+STATUSES = tuple(Status)
+DONE = (Status.COMPLETED, Status.DIVERGED)  # a rerun has nothing to do
+ENDED = (*DONE, Status.FAILED)  # the run's process has ended
+
+
+# -- strict JSON -----------------------------------------------------------------------------------
 NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-
-# The run-specific keys: what configs/radam_repro.yaml leaves out of run-folder names (paths, device, threads,
-# logging cadence, logger); a resumed run may change them (train.check_resume_config). Grouping also ignores the seed.
-_PRIMARY_CONFIG = Path(__file__).resolve().parent / "configs" / "radam_repro.yaml"
-_HYDRA_JOB = yaml.safe_load(_PRIMARY_CONFIG.read_text())["hydra"]["job"]
-RUN_SPECIFIC_KEYS = set(_HYDRA_JOB["config"]["override_dirname"]["exclude_keys"])
-IGNORED_PREFIXES = ("logger.", "hydra.")
-PATH_LIKE = re.compile(r"(^|[._])(dir|path|root|file|folder)$")
-MISSING = "<missing>"
-
-HIGHER_IS_BETTER = ("acc", "bleu")
-SCORES = ("loss", "nll_loss", "ppl", "acc", "bleu")  # metrics tracked in summary["best"]
-COUNTS = ("ntokens",)  # per-step metrics that add up over DDP ranks; the others are averaged
-HEADLINE_METRICS = (
-    "test/acc",
-    "test/bleu",
-    "test/ppl",
-    "valid/acc",
-    "valid/bleu",
-    "valid/ppl",
-    "test/loss",
-    "valid/loss",
-)
-COLUMNS = ("train/loss", "valid/loss", "valid/acc", "test/acc", "test/bleu", "valid/ppl", "test/ppl")
 
 
 def _finite(obj: Any) -> Any:
@@ -53,9 +85,35 @@ def strict_json(obj: Any, **kwargs: Any) -> str:
     return json.dumps(_finite(obj), allow_nan=False, default=str, **kwargs)
 
 
-def _decode(obj: dict[str, Any]) -> dict[str, Any]:
-    """JSON object hook: the strict-JSON spellings of non-finite numbers back to floats."""
-    return {k: NON_FINITE[v] if isinstance(v, str) and v in NON_FINITE else v for k, v in obj.items()}
+def _revive(value: Any) -> Any:
+    if isinstance(value, str):
+        return NON_FINITE.get(value, value)
+    if isinstance(value, list):
+        return [_revive(v) for v in value]
+    return value
+
+
+def _revive_object(obj: dict[str, Any]) -> dict[str, Any]:
+    return {k: _revive(v) if isinstance(v, (str, list)) else v for k, v in obj.items()}
+
+
+def parse_strict_json(text: str | bytes) -> Any:
+    """The inverse of :func:`strict_json`: the strings "NaN", "Infinity", "-Infinity" read back as floats.
+
+    Raises ValueError (json.JSONDecodeError) on malformed text.
+    """
+    return _revive(json.loads(text, object_hook=_revive_object))
+
+
+# -- configs: run-specific keys --------------------------------------------------------------------
+# The run-specific keys: what configs/radam_repro.yaml leaves out of run-folder names (paths, device, threads,
+# logging cadence, logger); a resumed run may change them (train.check_resume_config). Grouping also ignores the seed.
+_PRIMARY_CONFIG = Path(__file__).resolve().parent / "configs" / "radam_repro.yaml"
+_HYDRA_JOB = yaml.safe_load(_PRIMARY_CONFIG.read_text())["hydra"]["job"]
+RUN_SPECIFIC_KEYS = set(_HYDRA_JOB["config"]["override_dirname"]["exclude_keys"])
+IGNORED_PREFIXES = ("logger.", "hydra.")
+PATH_LIKE = re.compile(r"(^|[._])(dir|path|root|file|folder)$")
+MISSING = "<missing>"
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -75,13 +133,77 @@ def is_run_specific(key: str) -> bool:
     return key in RUN_SPECIFIC_KEYS or key.startswith(IGNORED_PREFIXES) or bool(PATH_LIKE.search(key))
 
 
-def higher_is_better(metric: str) -> bool:
-    return metric.rsplit("/", 1)[-1].startswith(HIGHER_IS_BETTER)
+# -- metrics ---------------------------------------------------------------------------------------
+class Metric(NamedTuple):
+    """What a logged value means.
+
+    ``kind``: ``"score"`` (higher is better), ``"loss"`` (lower is better) or ``"count"``. Scores and losses
+    have a best value (summary.json's ``best``, W&B's max / min summary). ``ranks``: how DDP ranks combine
+    a per-step training value, ``"mean"`` or ``"sum"``. ``headline``: the metric's tier as a task's headline
+    (the report's main column, the sweep table's columns): lower tiers first, then ``test`` before ``valid``,
+    then the table's order; None: never the headline.
+    """
+
+    kind: str
+    ranks: str = "mean"
+    headline: int | None = None
+
+
+# name (the last part of a logged key: "valid/acc" -> "acc") -> what it means. A logged value without a row
+# (lr, grad_norm, multiplier, adaptive_lr/*, ...) is plotted and averaged over ranks, never ranked.
+METRICS: dict[str, Metric] = {
+    "acc": Metric("score", headline=1),  # accuracy in percent
+    "bleu": Metric("score", headline=1),
+    "ppl": Metric("loss", headline=1),
+    "loss": Metric("loss", headline=2),
+    "nll_loss": Metric("loss"),
+    "ntokens": Metric("count", ranks="sum"),
+}
+EVAL_SPLITS = ("test", "valid")  # in the order a headline metric is looked for
+
+
+def metric(key: str) -> Metric | None:
+    """The table's row for a logged key (``valid/acc``, ``acc``), or None."""
+    return METRICS.get(key.rsplit("/", 1)[-1])
+
+
+def has_best(key: str) -> bool:
+    """A score or a loss: a metric with a best value."""
+    row = metric(key)
+    return row is not None and row.kind in ("score", "loss")
+
+
+def higher_is_better(key: str) -> bool:
+    row = metric(key)
+    return row is not None and row.kind == "score"
+
+
+def rank_reduction(key: str) -> str:
+    """How DDP ranks combine a per-step value of ``key``: "mean" (the default) or "sum"."""
+    row = metric(key)
+    return row.ranks if row is not None else "mean"
 
 
 def better(key: str, new: float, old: float | None) -> bool:
-    if not key.split("/")[-1].startswith(SCORES):
+    """Whether ``new`` replaces ``old`` as the best value of ``key`` (only scores and losses have one)."""
+    if not has_best(key):
         return False
     if old is None or not math.isfinite(old):
         return math.isfinite(new)
-    return new > old if key.split("/")[-1].startswith(HIGHER_IS_BETTER) else new < old
+    return new > old if higher_is_better(key) else new < old
+
+
+def names_with_best() -> list[str]:
+    """The names of every score and loss, in the table's order."""
+    return [name for name in METRICS if has_best(name)]
+
+
+def headline_metrics() -> list[str]:
+    """``<split>/<name>`` keys in the order a task's headline metric is chosen (the first one it reports)."""
+    rows = [
+        (row.headline, s, i, f"{split}/{name}")
+        for i, (name, row) in enumerate(METRICS.items())
+        if row.headline is not None
+        for s, split in enumerate(EVAL_SPLITS)
+    ]
+    return [key for *_, key in sorted(rows)]

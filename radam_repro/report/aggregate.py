@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from radam_repro.report.runs import Run
-from radam_repro.run_folder import HEADLINE_METRICS, MISSING, RUN_SPECIFIC_KEYS, flatten, is_run_specific
+from radam_repro.run_folder import ENDED, MISSING, RUN_SPECIFIC_KEYS, Status, flatten, headline_metrics, is_run_specific
 
 IGNORED_KEYS = {"seed", "group", *RUN_SPECIFIC_KEYS}
 # Grouping keys come in this order (the paper's axes), then alphabetically.
@@ -77,7 +77,7 @@ class Group:
 
     @property
     def unfinished(self) -> int:
-        return sum(run.status not in ("completed", "diverged", "failed") for run in self.runs)
+        return sum(run.status not in ENDED for run in self.runs)
 
     @property
     def seeds(self) -> list[Any]:
@@ -108,9 +108,9 @@ class Aggregate:
         return " ".join([str(group.variant), *(f"{short_key(k)}={format_value(group.key.get(k))}" for k in keys)])
 
     def headline(self, task: str) -> str | None:
-        """The task's main metric: the first of :data:`HEADLINE_METRICS` any of its groups reports."""
+        """The task's main metric: the first of :func:`radam_repro.run_folder.headline_metrics` its groups report."""
         present = {m for g in self.of_task(task) for m in (*g.final, *g.best)}
-        return next((m for m in HEADLINE_METRICS if m in present), None)
+        return next((m for m in headline_metrics() if m in present), None)
 
 
 def grouping_keys(configs: list[dict[str, Any]], ignore: tuple[str, ...] = ()) -> list[str]:
@@ -134,7 +134,7 @@ def aggregate(runs: list[Run], ignore: tuple[str, ...] = ()) -> Aggregate:
         group.runs.append(run)
     groups = sorted(by_key.values(), key=lambda g: tuple(sort_key(g.key[k]) for k in keys))
     for group in groups:
-        completed = [r for r in group.runs if r.status == "completed"]
+        completed = [r for r in group.runs if r.status == Status.COMPLETED]
         group.final = _stats([r.final() for r in completed])
         group.best = _stats([r.best() for r in completed])
     return Aggregate(keys=keys, groups=groups, ungroupable=ungroupable, label_keys=_label_keys(keys, groups))
