@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -50,8 +49,11 @@ def step_of(path: Path) -> int:
 
 
 # -- status ----------------------------------------------------------------------------------------
-class Status(StrEnum):
-    """``summary.json``'s status; the last two are never written, only read from what a folder holds."""
+class Status:
+    """``summary.json``'s status names (plain strings: JSON, W&B and pickles keep them as they are).
+
+    The last two are never written, only read from what a folder holds.
+    """
 
     COMPLETED = "completed"
     DIVERGED = "diverged"  # a non-finite loss ended it: a result, not a crash
@@ -61,7 +63,7 @@ class Status(StrEnum):
     INCOMPLETE = "incomplete"  # no summary.json
 
 
-STATUSES = tuple(Status)
+STATUSES = (Status.COMPLETED, Status.DIVERGED, Status.FAILED, Status.RUNNING, Status.INTERRUPTED, Status.INCOMPLETE)
 DONE = (Status.COMPLETED, Status.DIVERGED)  # a rerun has nothing to do
 ENDED = (*DONE, Status.FAILED)  # the run's process has ended
 

@@ -502,7 +502,7 @@ class Loop:
             print(f"[radam_repro] resuming {self.folder.path} from step {self.state.step} ({used})")
         return self.state
 
-    def summary(self, status: Status, **extra: Any) -> dict[str, Any]:
+    def summary(self, status: str, **extra: Any) -> dict[str, Any]:
         out = dict(
             status=status,
             step=self.state.step,

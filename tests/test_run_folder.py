@@ -24,6 +24,7 @@ from radam_repro.run_folder import (
     LATEST_CHECKPOINT,
     META_FILE,
     METRICS_FILE,
+    STATUSES,
     SUMMARY_FILE,
     Metric,
     Status,
@@ -184,5 +185,4 @@ def test_a_real_run_writes_the_layout_the_contract_names(cli):
 
 
 def test_status_names_are_the_strings_summary_json_holds():
-    assert [str(s) for s in Status] == ["completed", "diverged", "failed", "running", "interrupted", "incomplete"]
-    assert json.loads(strict_json({"status": Status.DIVERGED})) == {"status": "diverged"}
+    assert STATUSES == ("completed", "diverged", "failed", "running", "interrupted", "incomplete")
