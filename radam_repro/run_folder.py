@@ -20,8 +20,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import yaml
 
@@ -136,7 +137,8 @@ def is_run_specific(key: str) -> bool:
 
 
 # -- metrics ---------------------------------------------------------------------------------------
-class Metric(NamedTuple):
+@dataclass(frozen=True)
+class Metric:
     """What a logged value means.
 
     ``kind``: ``"score"`` (higher is better), ``"loss"`` (lower is better) or ``"count"``. Scores and losses
@@ -150,9 +152,15 @@ class Metric(NamedTuple):
     ranks: str = "mean"
     headline: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.kind not in ("score", "loss", "count"):
+            raise ValueError(f"Metric kind={self.kind!r}: use score (higher is better), loss (lower) or count")
+        if self.ranks not in ("mean", "sum"):
+            raise ValueError(f"Metric ranks={self.ranks!r}: DDP ranks combine a value by mean or sum")
+
 
 # name (the last part of a logged key: "valid/acc" -> "acc") -> what it means. A logged value without a row
-# (lr, grad_norm, multiplier, adaptive_lr/*, ...) is plotted and averaged over ranks, never ranked.
+# (lr, grad_norm, multiplier, adaptive_lr/*, ...) is plotted and averaged over ranks, and has no best value.
 METRICS: dict[str, Metric] = {
     "acc": Metric("score", headline=1),  # accuracy in percent
     "bleu": Metric("score", headline=1),

@@ -186,3 +186,10 @@ def test_a_real_run_writes_the_layout_the_contract_names(cli):
 
 def test_status_names_are_the_strings_summary_json_holds():
     assert STATUSES == ("completed", "diverged", "failed", "running", "interrupted", "incomplete")
+
+
+def test_a_malformed_metric_row_is_refused_by_name():
+    with pytest.raises(ValueError, match="kind='scroe'.*score .*loss .*count"):
+        Metric("scroe")
+    with pytest.raises(ValueError, match="ranks='max'.*mean or sum"):
+        Metric("count", ranks="max")
