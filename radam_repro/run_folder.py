@@ -108,7 +108,18 @@ def parse_strict_json(text: str | bytes) -> Any:
     return _revive(json.loads(text, object_hook=_revive_object))
 
 
-# -- configs: run-specific keys --------------------------------------------------------------------
+# -- configs: reading config.yaml, run-specific keys ------------------------------------------------
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def parse_config(text: str | bytes) -> Any:
+    """config.yaml's content (YAML's safe loader, in C where available); ValueError when the text is not YAML."""
+    try:
+        return yaml.load(text, Loader=_YAML_LOADER)
+    except yaml.YAMLError as e:
+        raise ValueError(f"{type(e).__name__}: {e}") from e
+
+
 # The run-specific keys: what configs/radam_repro.yaml leaves out of run-folder names (paths, device, threads,
 # logging cadence, logger); a resumed run may change them (train.check_resume_config). Grouping also ignores the seed.
 _PRIMARY_CONFIG = Path(__file__).resolve().parent / "configs" / "radam_repro.yaml"

@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from radam_repro import distributed, optim, tasks
@@ -47,6 +46,7 @@ from radam_repro.run_folder import (
     better,
     flatten,
     is_run_specific,
+    parse_config,
     rank_reduction,
 )
 
@@ -159,8 +159,8 @@ def check_resume_config(cfg: DictConfig, out_dir: Path) -> None:
     if not cfg.trainer.resume or not path.is_file():
         return
     try:
-        old = flatten(yaml.safe_load(path.read_text()) or {})
-    except yaml.YAMLError as e:
+        old = flatten(parse_config(path.read_text()) or {})
+    except ValueError as e:
         raise ConfigMismatch(f"{path} is unreadable ({e}); start afresh with trainer.resume=false") from None
     new = flatten(OmegaConf.to_container(cfg, resolve=True))
     keys = [k for k in sorted(old.keys() | new.keys()) if not is_run_specific(k)]

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from tensorboard.plugins.hparams import summary_v2 as hparams_summary
 from torch.utils.tensorboard import SummaryWriter
 
@@ -41,6 +40,7 @@ from radam_repro.run_folder import (
     SUMMARY_FILE,
     Status,
     flatten,
+    parse_config,
     parse_strict_json,
 )
 
@@ -209,8 +209,8 @@ class Converter:
 
 def _config(path: Path) -> dict[str, Any]:
     try:
-        config = yaml.safe_load((path / CONFIG_FILE).read_text())
-    except (OSError, yaml.YAMLError):
+        config = parse_config((path / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
         return {}
     return config if isinstance(config, dict) else {}
 

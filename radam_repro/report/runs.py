@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from radam_repro.folder_lock import lock_state
 from radam_repro.run_folder import (
     CONFIG_FILE,
@@ -28,11 +26,11 @@ from radam_repro.run_folder import (
     SUMMARY_FILE,
     Status,
     names_with_best,
+    parse_config,
     parse_strict_json,
 )
 
 TRAIN_WINDOW = 10  # final "train/<m>" of every score and loss: the mean of its last TRAIN_WINDOW logged values
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass
@@ -151,7 +149,7 @@ def _read(path: Path, parse, problems: list[str]) -> Any:
         return None
     try:
         return parse(path.read_bytes())
-    except (ValueError, yaml.YAMLError) as e:
+    except ValueError as e:
         problems.append(f"{path.name} unreadable ({type(e).__name__}: {str(e).splitlines()[0][:80]})")
         return None
 
@@ -159,7 +157,7 @@ def _read(path: Path, parse, problems: list[str]) -> Any:
 def load_run(path: Path) -> Run:
     """Read one run folder; never raises for broken content (the problems are recorded on the run)."""
     problems: list[str] = []
-    config = _read(path / CONFIG_FILE, lambda b: yaml.load(b, Loader=_YAML_LOADER), problems)
+    config = _read(path / CONFIG_FILE, parse_config, problems)
     if not isinstance(config, dict):
         problems.append(f"no readable {CONFIG_FILE}: this run cannot be grouped")
         config = {}
