@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import PAPER_RT_TABLE
 
-from radam_repro.optim import Adam, Adam2k, RAdam, SimplifiedRAdam, build, rectification, rho_t
+from radam_repro.optim import SGD, Adam, Adam2k, RAdam, SimplifiedRAdam, build, rectification, rho_t
 from radam_repro.optim.rectification import hilton_multiplier
 
 STEPS = 250
@@ -369,7 +369,7 @@ def test_bad_freeze_steps_and_group_values_and_unknown_algorithm():
         (dict(algorithm="adam_2k", lr=1e-3, freeze_steps=2000), Adam2k),
         (dict(algorithm="radam", lr=1e-3, threshold=4, degenerated_to_sgd=False), RAdam),
         (dict(algorithm="simplified_radam", lr=1e-3), SimplifiedRAdam),
-        (dict(algorithm="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4), torch.optim.SGD),
+        (dict(algorithm="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4), SGD),  # torch.optim.SGD with our defaults
     ],
 )
 def test_build_from_config(cfg, cls):

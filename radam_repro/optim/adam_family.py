@@ -44,7 +44,7 @@ FUSED_DEVICES = ("cpu", "cuda")
 FUSED_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 
 
-def _check_range(name: str, value: float, low: float, high: float, *, low_open=False, high_open=True) -> None:
+def check_range(name: str, value: float, low: float, high: float, *, low_open=False, high_open=True) -> None:
     ok_low = value > low if low_open else value >= low
     ok_high = value < high if high_open else value <= high
     if not (isinstance(value, (int, float)) and ok_low and ok_high):
@@ -54,14 +54,14 @@ def _check_range(name: str, value: float, low: float, high: float, *, low_open=F
 
 def validate_adam_hyperparameters(group: dict[str, Any]) -> None:
     """Raise ValueError naming the argument and its allowed range, as torch.optim does."""
-    _check_range("lr", group["lr"], 0.0, math.inf)
+    check_range("lr", group["lr"], 0.0, math.inf)
     betas = group["betas"]
     if len(betas) != 2:
         raise ValueError(f"invalid betas={betas!r}: expected two values (beta1, beta2)")
-    _check_range("betas[0] (beta1)", betas[0], 0.0, 1.0)
-    _check_range("betas[1] (beta2)", betas[1], 0.0, 1.0)
-    _check_range("eps", group["eps"], 0.0, math.inf, low_open=True)
-    _check_range("weight_decay", group["weight_decay"], 0.0, math.inf)
+    check_range("betas[0] (beta1)", betas[0], 0.0, 1.0)
+    check_range("betas[1] (beta2)", betas[1], 0.0, 1.0)
+    check_range("eps", group["eps"], 0.0, math.inf, low_open=True)
+    check_range("weight_decay", group["weight_decay"], 0.0, math.inf)
     if group["eps_placement"] not in EPS_PLACEMENTS:
         raise ValueError(f"invalid eps_placement={group['eps_placement']!r}: choose one of {EPS_PLACEMENTS}")
     if group["fused"] not in (None, True, False):
