@@ -584,13 +584,13 @@ PROBE_VOCAB, PROBE_LENGTH = 32, 12  # nmt_synthetic's task: chance = ln 32 nats 
 
 
 def paper_recipe(variant: str):
-    """The composed config of ``optimizer=<variant> task=nmt``: the paper's IWSLT recipe for that variant."""
+    """The composed config of the ablation cell ``+ablation=<variant> task=nmt``: the paper's IWSLT recipe for it."""
     from hydra import compose, initialize_config_dir
 
     from radam_repro.__main__ import register  # noqa: F401 - registers the config schema and resolvers
 
     with initialize_config_dir(config_dir=str(ROOT / "radam_repro" / "configs"), version_base="1.3"):
-        return compose("radam_repro", overrides=["task=nmt", f"optimizer={variant}"])
+        return compose("radam_repro", overrides=["task=nmt", f"+ablation={variant}"])
 
 
 def fraction_below(opt: torch.optim.Optimizer, eps: float) -> torch.Tensor:
@@ -621,7 +621,7 @@ def probe_section(s: Section) -> None:
     s.note(
         f"task nmt_synthetic (vocab {PROBE_VOCAB}, length {PROBE_LENGTH}, {sentences} sentences = "
         f"{sentences * (PROBE_LENGTH + 1)} target tokens per batch); model and optimizer from the composed "
-        "config optimizer=<variant> task=nmt (transformer_iwslt_de_en, dropout 0.3, lr 3e-4, betas (0.9, 0.999), "
+        "config +ablation=<variant> task=nmt (transformer_iwslt_de_en, dropout 0.3, lr 3e-4, betas (0.9, 0.999), "
         "wd 1e-4, Adam-warmup: 4000 linear steps from 1e-8), label smoothing 0.1, clip 25, constant lr after "
         f"warmup (the 70k-update decay is flat here); {'fp32 toy model' if s.dry else 'bf16 autocast'}; every "
         "variant runs as many updates as Adam-vanilla fitted in its share of the budget"
