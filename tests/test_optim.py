@@ -390,3 +390,24 @@ def test_no_step_without_gradients_and_sparse_rejected():
     emb(torch.tensor([1])).sum().backward()
     with pytest.raises(RuntimeError, match="sparse"):
         RAdam(emb.parameters()).step()
+
+
+@pytest.mark.parametrize("fused", [None, False])
+def test_complex_parameters_step_as_torch_adam_does(fused):
+    """Complex parameters are stepped as real views (v holds re(g)^2 and im(g)^2), as torch.optim.Adam."""
+    torch.manual_seed(0)
+    start = torch.randn(3, 4, dtype=torch.complex64)
+    targets = [torch.randn(3, 4, dtype=torch.complex64) for _ in range(5)]
+
+    def run(make):
+        p = torch.nn.Parameter(start.clone())
+        opt = make([p])
+        for target in targets:
+            opt.zero_grad()
+            (p - target).abs().pow(2).sum().backward()
+            opt.step()
+        return p.detach()
+
+    ours = run(lambda ps: Adam(ps, lr=0.1, eps_placement="sqrt_vhat", fused=fused))
+    ref = run(lambda ps: torch.optim.Adam(ps, lr=0.1))
+    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-6)
