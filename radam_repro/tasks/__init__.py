@@ -50,9 +50,9 @@ def config(cfg: DictConfig) -> DictConfig:
 
 
 def build(cfg: DictConfig, *, seed: int, device: torch.device) -> Task:
-    """Build the task named ``cfg.name`` from its validated config."""
+    """Build the task named ``cfg.name`` (its builder validates the config through :func:`config`)."""
     _, builder = _entry(cfg.get("name"))
-    return builder(config(cfg), seed=seed, device=device)
+    return builder(cfg, seed=seed, device=device)
 
 
 __all__ = ["BUILDERS", "Decay", "Task", "build", "config", "schema"]

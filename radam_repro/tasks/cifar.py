@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from radam_repro import tasks
 from radam_repro.data.cifar import augment, load_cifar10, normalize
 from radam_repro.models.resnet_cifar import CifarResNet
 from radam_repro.tasks.base import Decay, Task, bounded
@@ -85,5 +86,5 @@ class CifarTask(Task):
 
 
 def build(cfg: DictConfig, *, seed: int, device: torch.device) -> CifarTask:
-    """``task=cifar10`` from its validated config (:func:`radam_repro.tasks.config`)."""
-    return CifarTask(OmegaConf.to_object(cfg), seed, device)
+    """``task=cifar10``; the config goes through :func:`radam_repro.tasks.config` (resolved, defaulted, checked)."""
+    return CifarTask(OmegaConf.to_object(tasks.config(cfg)), seed, device)

@@ -18,6 +18,7 @@ import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
 from torch import nn
 
+from radam_repro import tasks
 from radam_repro.data.lm1b import LM1B_HELDOUT, LM1B_TRAIN, LMBatch, ShardStream, open_corpus, stream_rows, windows
 from radam_repro.data.lm_corpus import unigram_perplexity
 from radam_repro.distributed import shard_rows
@@ -152,5 +153,5 @@ class LanguageModelTask(Task):
 
 
 def build(cfg: DictConfig, *, seed: int, device: torch.device) -> LanguageModelTask:
-    """``lm1b`` / ``lm1b_small`` from their validated config (:func:`radam_repro.tasks.config`)."""
-    return LanguageModelTask(OmegaConf.to_object(cfg), seed=seed, device=device)
+    """``lm1b`` / ``lm1b_small``; the config goes through :func:`radam_repro.tasks.config`."""
+    return LanguageModelTask(OmegaConf.to_object(tasks.config(cfg)), seed=seed, device=device)

@@ -30,6 +30,7 @@ import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
 from torch import nn
 
+from radam_repro import tasks
 from radam_repro.data.bilingual import (
     PAD,
     BilingualData,
@@ -294,7 +295,9 @@ class TranslationTask(Seq2SeqTask):
 
 
 def build(cfg: DictConfig, *, seed: int, device: torch.device) -> TranslationTask:
-    """``task=nmt`` (prepare-iwslt14.sh or fairseq data-bin folder) or ``task=nmt_multi30k`` (Multi30k ``tok/``)."""
+    """``task=nmt`` (prepare-iwslt14.sh or fairseq data-bin folder) or ``task=nmt_multi30k`` (Multi30k ``tok/``);
+    the config goes through :func:`radam_repro.tasks.config` (resolved, defaulted, checked)."""
+    cfg = tasks.config(cfg)
     data_dir = Path(cfg.data_dir)
     splits = dict.fromkeys([cfg.train_split, "valid", cfg.test_split])
     if cfg.name == "nmt_multi30k":
@@ -366,5 +369,5 @@ class SyntheticTranslationTask(Seq2SeqTask):
 
 
 def build_synthetic(cfg: DictConfig, *, seed: int, device: torch.device) -> SyntheticTranslationTask:
-    """``task=nmt_synthetic``: no data needed."""
-    return SyntheticTranslationTask(cfg, seed=seed, device=device)
+    """``task=nmt_synthetic``: no data needed; the config goes through :func:`radam_repro.tasks.config`."""
+    return SyntheticTranslationTask(tasks.config(cfg), seed=seed, device=device)
