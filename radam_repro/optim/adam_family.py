@@ -296,18 +296,9 @@ def adam_family_update(
     ``"foreach"``, or ``"skipped"`` (a GradScaler found inf/NaN: nothing changed).
     """
     scale, inf = (x if x is None else x.to(bucket.device, non_blocking=True) for x in (grad_scale, found_inf))
-    tensors = bucket.params, bucket.grads, bucket.exp_avgs, bucket.exp_avg_sqs
     if group["fused"] is not False and bucket.fusable and phase == "adaptive" and multiplier > 0:
         torch._foreach_add_(bucket.steps, 1.0)
-        _fused_adam_update(
-            *tensors,
-            bucket.steps,
-            group=group,
-            step=bucket.step,
-            multiplier=multiplier,
-            grad_scale=scale,
-            found_inf=inf,
-        )
+        _fused_adam_update(bucket, group, multiplier, scale, inf)
         if inf is not None:
             torch._foreach_sub_(bucket.steps, [inf] * len(bucket.steps))
         return "fused"
@@ -316,43 +307,28 @@ def adam_family_update(
     if scale is not None:
         torch._foreach_div_(bucket.grads, scale)
     torch._foreach_add_(bucket.steps, 1.0)
-    _adam_update(*tensors, group=group, step=bucket.step, phase=phase, multiplier=multiplier)
+    _adam_update(bucket, group, phase, multiplier)
     return "foreach"
 
 
 def _fused_adam_update(
-    params: list[torch.Tensor],
-    grads: list[torch.Tensor],
-    exp_avgs: list[torch.Tensor],
-    exp_avg_sqs: list[torch.Tensor],
-    steps: list[torch.Tensor],
-    *,
-    group: dict[str, Any],
-    step: int,
-    multiplier: float,
-    grad_scale: torch.Tensor | None,
-    found_inf: torch.Tensor | None,
+    bucket: Bucket, group: dict[str, Any], multiplier: float, grad_scale: torch.Tensor | None, found_inf: Any
 ) -> None:
     """The adaptive phase of a bucket as one pass of torch's fused Adam (L2) or AdamW (decoupled) kernel.
 
     The kernel computes theta <- theta(1 - lr' wd') - lr'/(1 - beta1^t) m / (sqrt(v / (1 - beta2^t)) + eps')
-    with t read from ``steps``; the variant maps onto it with
+    with t read from ``bucket.steps``; the variant maps onto it with
     lr' = lr c_t (the multiplier scales the adaptive step only), wd' = wd / c_t for decoupled decay
     (so lr' wd' = lr wd, the un-multiplied lr), wd' = wd for L2, and eps' = eps / sqrt(1 - beta2^t)
     for ``sqrt_v`` (sqrt(v_t) + eps = sqrt(1 - beta2^t) (sqrt(v_hat) + eps')), eps' = eps for ``sqrt_vhat``.
     """
     lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
     if group["eps_placement"] == "sqrt_v":
-        eps = eps / math.sqrt(1.0 - beta2**step)
+        eps = eps / math.sqrt(1.0 - beta2**bucket.step)
     decoupled = wd != 0 and group["decoupled_weight_decay"]
     kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
     kernel(
-        params,
-        grads,
-        exp_avgs,
-        exp_avg_sqs,
-        [],
-        steps,
+        *(bucket.params, bucket.grads, bucket.exp_avgs, bucket.exp_avg_sqs, [], bucket.steps),
         lr=lr * multiplier,
         beta1=beta1,
         beta2=beta2,
@@ -365,18 +341,15 @@ def _fused_adam_update(
     )
 
 
-def _adam_update(
-    params: list[torch.Tensor],
-    grads: list[torch.Tensor],
-    exp_avgs: list[torch.Tensor],
-    exp_avg_sqs: list[torch.Tensor],
-    *,
-    group: dict[str, Any],
-    step: int,
-    phase: str,
-    multiplier: float,
-) -> None:
-    """One step of the core for a bucket of same-device, same-dtype, same-step tensors."""
+def _adam_update(bucket: Bucket, group: dict[str, Any], phase: str, multiplier: float) -> None:
+    """One step of the core in ``phase`` for a bucket, on foreach kernels."""
+    params, grads, exp_avgs, exp_avg_sqs, step = (
+        bucket.params,
+        bucket.grads,
+        bucket.exp_avgs,
+        bucket.exp_avg_sqs,
+        bucket.step,
+    )
     lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
     if wd != 0 and not group["decoupled_weight_decay"]:
         grads = torch._foreach_add(grads, params, alpha=wd)
