@@ -343,13 +343,8 @@ def _fused_adam_update(
 
 def _adam_update(bucket: Bucket, group: dict[str, Any], phase: str, multiplier: float) -> None:
     """One step of the core in ``phase`` for a bucket, on foreach kernels."""
-    params, grads, exp_avgs, exp_avg_sqs, step = (
-        bucket.params,
-        bucket.grads,
-        bucket.exp_avgs,
-        bucket.exp_avg_sqs,
-        bucket.step,
-    )
+    params, grads, exp_avgs, exp_avg_sqs, _ = bucket.tensors()
+    step = bucket.step
     lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
     if wd != 0 and not group["decoupled_weight_decay"]:
         grads = torch._foreach_add(grads, params, alpha=wd)
