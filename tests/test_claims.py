@@ -213,7 +213,7 @@ def test_seeds_needed_is_the_two_sample_formula():
     assert cell.verdict == INCONCLUSIVE and cell.seeds_needed == pytest.approx(textbook, rel=0.25)
 
 
-def test_shipped_claims_file_loads_and_bad_entries_name_the_fix(tmp_path):
+def test_shipped_claims_file_loads_and_bad_entries_name_the_fix(tmp_path, capsys):
     claims, solved = load_claims(CLAIMS_YAML)
     assert str(solved) == "valid/loss<0.1"
     ids = {c.id for c in claims}
@@ -230,6 +230,9 @@ def test_shipped_claims_file_loads_and_bad_entries_name_the_fix(tmp_path):
     )
     with pytest.raises(ValueError, match="relation='>='; use one of"):
         load_claims(bad)
+    with pytest.raises(SystemExit):  # the CLI names the problem without a traceback, before reading any run
+        report_main([str(tmp_path), "--claims", str(bad)])
+    assert "relation='>='; use one of >, <, =" in capsys.readouterr().err
 
 
 # -- AUC and the early-signal ranking --------------------------------------------------------------

@@ -89,7 +89,9 @@ def _claims_and_signals(
     ranked = rank_signals(runs, solved)
     written = write_claims(verdicts, out, solved) + write_signals(ranked, out, solved)
     figure = signals_figure(ranked, out / "figures" / "early_signals.png") if figures else None
-    print(f"[report] claims (solved: {solved}): " + ", ".join(f"{v.claim.id} {v.verdict}" for v in verdicts))
+    print(f"[report] claims (solved: {solved}):")
+    for v in verdicts:
+        print(f"[report]   {v.verdict:<16} {v.claim.id} ({v.claim.cite()})")
     print(f"[report] wrote {', '.join(str(p) for p in written)}")
     return [figure] if figure else []
 

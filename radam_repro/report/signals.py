@@ -83,7 +83,9 @@ class SignalRank:
         return "higher in failed" if self.auc > 0.5 else "lower in failed" if self.auc < 0.5 else "—"
 
 
-def rank_signals(runs: list[Run], solved: Solved, resamples: int = RESAMPLES, seed: int = BOOTSTRAP_SEED):
+def rank_signals(
+    runs: list[Run], solved: Solved, resamples: int = RESAMPLES, seed: int = BOOTSTRAP_SEED
+) -> list[SignalRank]:
     """Every signal measured in both failed and solved runs, best separation first.
 
     The interval is the 2.5-97.5 percentile of the AUC over ``resamples`` resamples of the runs, drawn with
