@@ -230,6 +230,15 @@ def test_shipped_claims_file_loads_and_bad_entries_name_the_fix(tmp_path, capsys
     )
     with pytest.raises(ValueError, match="relation='>='; use one of"):
         load_claims(bad)
+    bad.write_text("claims:\n  - {id: x, claim: c}\n")
+    with pytest.raises(ValueError, match="needs the fields"):
+        load_claims(bad)
+    bad.write_text("claims: [\n")
+    with pytest.raises(ValueError, match="is not YAML"):
+        load_claims(bad)
+    bad.write_text(
+        "claims:\n  - {id: x, source: {}, claim: c, experiment: e, predictions: [{stat: solved_fraction, a: {}, b: {}, relation: '>='}]}\n"
+    )
     with pytest.raises(SystemExit):  # the CLI names the problem without a traceback, before reading any run
         report_main([str(tmp_path), "--claims", str(bad)])
     assert "relation='>='; use one of >, <, =" in capsys.readouterr().err

@@ -158,13 +158,20 @@ def load_claims(path: Path = CLAIMS_YAML) -> tuple[list[Claim], Solved | None]:
     """The claims and the file's default Solved criterion; a malformed entry raises ValueError naming it and the fix."""
     if not path.is_file():
         raise FileNotFoundError(f"no claims file at {path}; pass --claims PATH (the package ships {CLAIMS_YAML})")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path} is not YAML ({type(e).__name__}: {e})") from e
+    if not isinstance(data, dict) or not isinstance(data.get("claims") or [], list):
+        raise ValueError(f"{path}: expected a mapping with a list under `claims:`; see {CLAIMS_YAML}")
     claims = []
     for i, raw in enumerate(data.get("claims") or []):
-        where = f"{path}: claim {i} ({raw.get('id', 'no id')})"
-        missing = {"id", "source", "claim", "experiment", "predictions"} - set(raw)
-        if missing:
-            raise ValueError(f"{where} lacks {sorted(missing)}; see the field list at the top of {CLAIMS_YAML.name}")
+        fields = {"id", "source", "claim", "experiment", "predictions"}
+        where = f"{path}: claim {i}" + (f" ({raw.get('id')})" if isinstance(raw, dict) else "")
+        if not isinstance(raw, dict) or fields - set(raw) or not isinstance(raw["predictions"], list):
+            raise ValueError(
+                f"{where} needs the fields {sorted(fields)} (predictions a list); see the top of {CLAIMS_YAML.name}"
+            )
         predictions = [_prediction(p, f"{where}, prediction {j}") for j, p in enumerate(raw["predictions"])]
         claims.append(Claim(raw["id"], raw["source"], raw["claim"], raw["experiment"], predictions))
     return claims, Solved.parse(data["solved"]) if data.get("solved") else None
@@ -172,6 +179,8 @@ def load_claims(path: Path = CLAIMS_YAML) -> tuple[list[Claim], Solved | None]:
 
 def _prediction(raw: dict[str, Any], where: str) -> Prediction:
     fields = {"stat", "a", "b", "relation", "margin", "by", "each", "across", "loss_at_init"}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: a prediction is a mapping of {sorted(fields)}")
     if unknown := set(raw) - fields:
         raise ValueError(f"{where}: unknown keys {sorted(unknown)}; a prediction takes {sorted(fields)}")
     stat = str(raw.get("stat", ""))
