@@ -140,6 +140,24 @@ def test_cells_at_every_lr_or_at_some_lr():
     assert cell.where == "pooled" and cell.effect == 0.5
 
 
+def test_each_splits_side_a_and_where_matches_list_values():
+    """Each RAdam beta2 (a list in config.yaml) against the one Adam baseline; ``where`` picks one beta2."""
+
+    def radam(betas, losses):
+        runs = runs_of("radam", losses)
+        for r in runs:
+            r.config["optimizer"]["betas"] = list(betas)
+        return runs
+
+    runs = radam((0.9, 0.8), [FAILS_] * 3) + radam((0.9, 0.931), [SOLVES] * 3) + runs_of("adam", [FAILS_] * 3)
+    raw = dict(stat="solved_fraction", b={"variant": "adam"}, relation=">")
+    verdict, cells = verdict_of(predict(**raw, a={"variant": "radam"}, each=["optimizer.betas"]), runs)
+    assert [(c.where, c.verdict) for c in cells] == [("betas=(0.9, 0.8)", FAILS), ("betas=(0.9, 0.931)", HOLDS)]
+    assert verdict == FAILS
+    picked = predict(**raw, a={"variant": "radam", "where": {"optimizer.betas": [0.9, 0.931]}})
+    assert verdict_of(picked, runs)[0] == HOLDS
+
+
 def test_outcome_selector_compares_failed_with_solved_runs():
     key = "update/relative"
     runs = [make_run("adam", s, FAILS_, **{key: 0.5 + s / 100}) for s in range(4)]
