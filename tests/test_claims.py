@@ -123,6 +123,14 @@ def test_early_metric_reads_only_the_first_tenth_of_updates():
     runs += [make_run("adam_warmup", s, SOLVES, **{key: 5.5 + s / 10}) for s in (1, 2, 3)]
     verdict, (cell,) = verdict_of(larger, runs)
     assert verdict == HOLDS and cell.a == pytest.approx(8.2) and cell.b == pytest.approx(5.7)  # step 50's 1e9 ignored
+    smaller = predict(stat=f"early:{key}", a={"variant": "adam"}, b={"variant": "adam_warmup"}, relation="<")
+    assert verdict_of(smaller, runs)[0] == FAILS
+    close = [
+        make_run(v, s, SOLVES, **{key: 6.0 + (s % 2) + (v == "adam") / 10})
+        for v in ("adam", "adam_warmup")
+        for s in range(4)
+    ]
+    assert verdict_of(larger, close)[0] == INCONCLUSIVE
     verdict, (cell,) = verdict_of(predict(stat="early:update/relative", a={}, b={}, relation=">"), runs)
     assert verdict == NOT_MEASURED
 
@@ -190,6 +198,11 @@ def test_lr_sensitivity_is_wortsmans_number():
     verdict, (cell,) = verdict_of(p, runs)
     assert cell.a == pytest.approx(sensitivity(warm)) and cell.b == pytest.approx(sensitivity(vanilla))
     assert verdict == HOLDS
+    reverse = predict(
+        stat="lr_sensitivity:valid/loss", a={"variant": "adam"}, b={"variant": "adam_warmup"}, relation="<",
+        loss_at_init=LN32,
+    )  # fmt: skip
+    assert verdict_of(reverse, runs)[0] == FAILS
     one_lr = [r for r in runs if r.config["optimizer"]["lr"] == 1e-3]
     assert verdict_of(p, one_lr)[0] == NO_RUNS
 

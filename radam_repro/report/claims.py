@@ -50,6 +50,7 @@ from radam_repro.report.tables import Solved, _same
 from radam_repro.run_folder import DONE, Status, flatten
 
 CLAIMS_YAML = Path(__file__).resolve().parent / "claims.yaml"
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "configs" / "experiment"
 RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
 POWER = 0.8
@@ -129,8 +130,14 @@ class Claim:
     id: str
     source: dict[str, Any]
     claim: str
-    experiment: str
+    experiments: tuple[str, ...]  # experiment config names; one may not exist yet
     predictions: list[Prediction]
+
+    def experiment(self) -> str:
+        """The experiments, each not (yet) in radam_repro/configs/experiment/ marked."""
+        return ", ".join(
+            e + ("" if (EXPERIMENTS / f"{e}.yaml").is_file() else " (not defined yet)") for e in self.experiments
+        )
 
     def cite(self) -> str:
         s = self.source
@@ -173,7 +180,9 @@ def load_claims(path: Path = CLAIMS_YAML) -> tuple[list[Claim], Solved | None]:
                 f"{where} needs the fields {sorted(fields)} (predictions a list); see the top of {CLAIMS_YAML.name}"
             )
         predictions = [_prediction(p, f"{where}, prediction {j}") for j, p in enumerate(raw["predictions"])]
-        claims.append(Claim(raw["id"], raw["source"], raw["claim"], raw["experiment"], predictions))
+        experiments = raw["experiment"]
+        experiments = (experiments,) if isinstance(experiments, str) else tuple(experiments)
+        claims.append(Claim(raw["id"], raw["source"], raw["claim"], experiments, predictions))
     return claims, Solved.parse(data["solved"]) if data.get("solved") else None
 
 
@@ -366,7 +375,7 @@ def write_claims(verdicts: list[Verdict], out: Path, solved: Solved) -> list[Pat
     """``claims.md`` (a verdict per claim, then every comparison) and ``claims.csv`` (one row per comparison)."""
     out.mkdir(parents=True, exist_ok=True)
     rows = [
-        [v.claim.id, v.claim.cite(), v.claim.experiment, v.verdict, str(p), verdict, c]
+        [v.claim.id, v.claim.cite(), v.claim.experiment(), v.verdict, str(p), verdict, c]
         for v in verdicts
         for p, verdict, cells in v.predictions
         for c in cells
@@ -393,7 +402,7 @@ def write_claims(verdicts: list[Verdict], out: Path, solved: Solved) -> list[Pat
         "| claim | source | experiment | verdict | the claim |",
         "|---|---|---|---|---|",
         *(
-            f"| {v.claim.id} | {v.claim.cite()} | {v.claim.experiment} | **{v.verdict}** | {v.claim.claim} |"
+            f"| {v.claim.id} | {v.claim.cite()} | {v.claim.experiment()} | **{v.verdict}** | {v.claim.claim} |"
             for v in verdicts
         ),
         "",
