@@ -170,14 +170,7 @@ RUNS = {  # the task each data set feeds, run with its default data_dir: a smoke
     [
         pytest.param(
             "cifar10",
-            marks=[
-                pytest.mark.slow,  # the new-user test below reads the same default layout
-                pytest.mark.xfail(
-                    reason="issue 20 item 3 (wt19b): tasks/cifar.py merges the unresolved task config, so the default "
-                    "data_dir (${data_root}/cifar10) fails; passes once that fix is merged",
-                    strict=False,
-                ),
-            ],
+            marks=pytest.mark.slow,  # test_task_configs runs the default CIFAR layout in the default suite
         ),
         pytest.param("iwslt14", marks=pytest.mark.slow),  # ~40 s: tokenises the 6,750 test segments
         "multi30k",  # ~35 s on 2 busy cores, most of it the CLI's start
@@ -299,26 +292,6 @@ def test_a_task_without_its_data_stops_before_a_run_folder_without_a_traceback(t
     assert not list(runs.rglob(".hydra")) and not list(runs.rglob("summary.json")), "no run folder"
     full = run_cli("task=lm1b_small", runs=runs, check=False, env={"RADAM_REPRO_DATA": str(empty)})
     assert full.returncode != 0 and "Traceback" in full.stderr and "fetch lm1b" in full.stderr  # HYDRA_FULL_ERROR=1
-
-
-@pytest.mark.xfail(
-    reason="issue 20 item 3 (wt19b): the default data_dir of task=cifar10 (${data_root}/cifar10) fails to resolve "
-    "in tasks/cifar.py; passes once that fix is merged",
-    strict=False,
-)
-def test_the_new_user_path_runs_the_default_task_on_the_default_data_dir(tmp_path, cifar_dir):
-    root = tmp_path / "data"
-    (root / "cifar10").mkdir(parents=True)
-    (root / "cifar10" / "cifar-10-batches-py").symlink_to(cifar_dir / "cifar-10-batches-py")
-    proc = run_cli(
-        "optimizer=radam",
-        "task.check_integrity=false",
-        "trainer.max_steps=2",
-        runs=tmp_path / "runs",
-        env={"RADAM_REPRO_DATA": str(root)},
-    )
-    (summary,) = (tmp_path / "runs").rglob("summary.json")
-    assert json.loads(summary.read_text())["status"] == "completed", proc.stdout[-2000:]
 
 
 def test_sigterm_during_the_final_evaluation_stops_it_and_the_resumed_run_evaluates_again(tmp_path, iwslt):
