@@ -338,7 +338,8 @@ class Loop:
                     if (diverged := self.log_interval(progress)) is not None:
                         return diverged
                 if step % self.eval_every == 0 and not last:
-                    self.evaluate()
+                    if (diverged := self.evaluate()) is not None:
+                        return diverged
                 if step % cfg.trainer.checkpoint_every == 0 or last:
                     self.save()
                 # SLURM's USR2 (time limit, scancel --signal=USR2) or SIGTERM: checkpoint, then requeue or exit;
@@ -393,7 +394,9 @@ class Loop:
         losses = ranks.mean(torch.stack([torch.as_tensor(x, device=self.device) for x in state.pending])).tolist()
         bad = next((i for i, x in enumerate(losses) if not math.isfinite(x)), None)
         if bad is not None:
-            return self.diverge(state.step - len(losses) + bad + 1, losses[bad])
+            step, loss = state.step - len(losses) + bad + 1, losses[bad]
+            self.logs.log([{"step": step, "epoch": step / self.task.steps_per_epoch, "split": "train", "loss": loss}])
+            return self.diverge(step, "loss", {"train/loss": loss})
         now, (tick, tick_step) = time.time(), self.tick
         row = {
             **self.position(),
@@ -414,30 +417,37 @@ class Loop:
         state.pending, state.extras, state.grad_norms, self.tick = [], {}, [], (now, state.step)
         return None
 
-    def diverge(self, step: int, loss: float) -> dict[str, Any]:
-        self.logs.log([{"step": step, "epoch": step / self.task.steps_per_epoch, "split": "train", "loss": loss}])
+    def diverge(self, step: int, what: str, final: dict[str, float]) -> dict[str, Any]:
+        """End the run as ``diverged`` at ``step``: ``what`` (the loss, an evaluation) was not finite."""
         if self.ranks.is_main:
-            print(f"[radam_repro] diverged: non-finite loss at step {step}")
-        result = self.summary("diverged", diverged_step=step, final={"train/loss": loss})
+            print(f"[radam_repro] diverged: non-finite {what} at step {step}")
+        result = self.summary("diverged", diverged_step=step, final=final)
         self.logs.finish(result)
         return result
 
-    def evaluate(self) -> None:
-        """The evaluation block: rank 0 evaluates and logs; the other ranks wait."""
+    def evaluate(self) -> dict[str, Any] | None:
+        """The evaluation block: rank 0 evaluates and logs; the other ranks wait.
+
+        A non-finite metric (a blown-up model's loss or perplexity) ends the run as ``diverged`` (its summary is returned).
+        """
+        metrics = None
         if self.ranks.is_main:
             self.model.eval()
             metrics = self.task.evaluate(self.model)
             self.model.train()
             self.log_eval(metrics)
-        self.ranks.barrier()
+        metrics = self.ranks.broadcast(metrics)
+        return None if _finite(metrics) else self.diverge(self.state.step, "evaluation", metrics)
 
     def finish(self) -> dict[str, Any]:
-        """The task's final evaluation on the kept checkpoints, then the ``completed`` summary."""
+        """The task's final evaluation on the kept checkpoints, then the ``completed`` (or ``diverged``) summary."""
         if not self.ranks.is_main:
             return self.summary("completed")  # rank 0 alone runs the final evaluation and writes the result
         self.model.eval()
         final = self.task.final_evaluation(self.model, self.folder.path, self.folder.step_checkpoints())
         self.log_eval(final)
+        if not _finite(final):
+            return self.diverge(self.state.step, "final evaluation", final)
         result = self.summary("completed", final=final)
         self.logs.finish(result)
         return result
@@ -530,6 +540,10 @@ def _rank_state(checkpoint: dict[str, Any], ranks: Ranks, run: RunDir) -> dict[s
             f"resume it with trainer.devices={len(saved)}, or start afresh with trainer.resume=false"
         )
     return saved[ranks.rank]
+
+
+def _finite(metrics: dict[str, float]) -> bool:
+    return all(math.isfinite(v) for v in metrics.values() if isinstance(v, (int, float)))
 
 
 def _multiplier(optimizer: torch.optim.Optimizer) -> float:
