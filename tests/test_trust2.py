@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import json
 import stat
+import struct
+import zipfile
+from pathlib import Path
 
 import pytest
+import torch
 from conftest import data_root
-from test_trust import cli
+from test_trust import SMALL, cli, copy_run, finished, rows  # noqa: F401 - finished: the completed 8-step run
 
 
 # -- 8. every cache file follows the user's umask ------------------------------------------------------------------
@@ -41,3 +45,31 @@ def test_an_overflowing_evaluation_is_diverged_with_infinite_ppl(tmp_path):
     assert "diverged: non-finite evaluation at step 1" in proc.stdout
     (valid,) = [strict(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"valid"' in line]
     assert valid["step"] == 1 and valid["ppl"] == "Infinity" and valid["loss"] > 700  # exp(nll) overflows a double
+
+
+# -- 1. a checkpoint's checksums are verified on load --------------------------------------------------------------
+def flip_bytes_in_largest_tensor(checkpoint: Path, count: int = 64) -> None:
+    """Invert ``count`` bytes inside the storage of the checkpoint's largest tensor (the zip stays readable)."""
+    with zipfile.ZipFile(checkpoint) as archive:
+        record = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    data = bytearray(checkpoint.read_bytes())
+    name_len, extra_len = struct.unpack("<HH", data[record.header_offset + 26 : record.header_offset + 30])
+    start = record.header_offset + 30 + name_len + extra_len + record.file_size // 2
+    data[start : start + count] = bytes(b ^ 0xFF for b in data[start : start + count])
+    checkpoint.write_bytes(data)
+
+
+def test_a_bit_flipped_latest_checkpoint_falls_back_to_the_newest_good_one(finished, tmp_path):  # noqa: F811
+    run = copy_run(finished, tmp_path)
+    done = rows(run)
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "status": "running"}))  # killed in the final evaluation
+    latest = run / "checkpoints" / "latest.pt"
+    flip_bytes_in_largest_tensor(latest)
+    torch.load(latest, weights_only=True)  # torch alone loads the damaged weights without a word
+    proc = cli(*SMALL, "trainer.max_steps=8", run_dir=run)
+    assert f"skipping unloadable checkpoint {latest}: ValueError: checksum mismatch in" in proc.stdout
+    assert "from step 8 (checkpoints/step_0000008.pt)" in proc.stdout
+    again = json.loads((run / "summary.json").read_text())
+    assert again["status"] == "completed" and again["final"] == summary["final"]  # the good weights' result
+    assert [(r["step"], r["split"]) for r in rows(run)] == [(r["step"], r["split"]) for r in done]
