@@ -4,15 +4,21 @@ a blow-up is ``diverged``. Through the real CLI where a user meets the problem."
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
 import stat
 import struct
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import data_root
+from conftest import data_root, wait_for
 from test_trust import SMALL, cli, copy_run, finished, rows  # noqa: F401 - finished: the completed 8-step run
+
+from radam_repro.folder_lock import FolderLock, process_start, read_owner
 
 
 # -- 8. every cache file follows the user's umask ------------------------------------------------------------------
@@ -73,3 +79,36 @@ def test_a_bit_flipped_latest_checkpoint_falls_back_to_the_newest_good_one(finis
     again = json.loads((run / "summary.json").read_text())
     assert again["status"] == "completed" and again["final"] == summary["final"]  # the good weights' result
     assert [(r["step"], r["split"]) for r in rows(run)] == [(r["step"], r["split"]) for r in done]
+
+
+# -- 2. a paused owner on this host keeps its folder, whatever the lease ---------------------------------------------
+def test_a_paused_owner_keeps_its_folder_past_the_lease(tmp_path):
+    run = tmp_path / "run"
+    long = (*SMALL, "trainer.max_steps=3000", "task.max_update=3000", "trainer.lock_lease_s=2")
+    owner = cli(*long, run_dir=run, wait=False)
+    try:
+        wait_for(lambda: (run / "checkpoints" / "step_0000004.pt").exists(), 300, "the first checkpoint")
+        owner.send_signal(signal.SIGSTOP)
+        time.sleep(4)  # twice the lease, untouched
+        assert time.time() - (run / ".lock").stat().st_mtime > 2
+        second = cli(*long, run_dir=run, check=False, timeout=120)  # a taker-over would train on
+        owner.send_signal(signal.SIGCONT)
+        assert second.returncode != 0
+        assert f"run folder {run} is in use by process {owner.pid}" in second.stderr, second.stderr[-2000:]
+        wait_for(lambda: max(r["step"] for r in rows(run)) >= 16, 300, "the owner to go on")
+    finally:
+        owner.send_signal(signal.SIGCONT)
+        owner.kill()
+        owner.communicate(timeout=60)
+    steps = [r["step"] for r in rows(run) if r["split"] == "train" and "loss" in r]
+    assert steps == sorted(set(steps)), steps  # one writer: no step logged twice
+
+
+def test_a_live_pid_with_another_start_time_is_a_stale_lock(tmp_path):
+    """The pid of the lock is alive but is another process (pid reuse after a reboot or a wrap-around)."""
+    lock = tmp_path / ".lock"
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "token": "t", "lease_s": 300}
+    lock.write_text(json.dumps({**me, "start": process_start(os.getpid()) - 1}))
+    assert not read_owner(lock).alive()
+    with FolderLock(lock):
+        assert read_owner(lock).start == process_start(os.getpid())
