@@ -151,17 +151,30 @@ def validate(cfg: DictConfig) -> None:
 def check_resume_config(cfg: DictConfig, out_dir: Path) -> None:
     """A resumed run must be the folder's run: its config.yaml may differ only in run-specific keys.
 
-    Those are the keys the run name leaves out (paths, device, threads, logging cadence, logger:
+    Where config.yaml was deleted, the config recorded in the checkpoint the run would resume is compared.
+    Run-specific keys are those the run name leaves out (paths, device, threads, logging cadence, logger:
     :func:`radam_repro.report.aggregate.is_run_specific`). Raises :class:`ConfigMismatch` listing every
     other difference, before anything in the folder is written.
     """
     path = Path(out_dir) / "config.yaml"
-    if not cfg.trainer.resume or not path.is_file():
+    if not cfg.trainer.resume:
         return
-    try:
-        old = flatten(yaml.safe_load(path.read_text()) or {})
-    except yaml.YAMLError as e:
-        raise ConfigMismatch(f"{path} is unreadable ({e}); start afresh with trainer.resume=false") from None
+    if path.is_file():
+        try:
+            old = flatten(yaml.safe_load(path.read_text()) or {})
+        except yaml.YAMLError as e:
+            raise ConfigMismatch(f"{path} is unreadable ({e}); start afresh with trainer.resume=false") from None
+    else:
+        found = RunDir(out_dir).load_checkpoint() if (Path(out_dir) / "checkpoints").is_dir() else None
+        if found is None:
+            return
+        checkpoint, used = found
+        if "config" not in checkpoint:
+            raise ConfigMismatch(
+                f"{path} is missing and {used} records no config (an earlier version wrote it): nothing says which "
+                "run the checkpoint belongs to. Put config.yaml back, or start afresh with trainer.resume=false"
+            )
+        old = flatten(checkpoint["config"])
     new = flatten(OmegaConf.to_container(cfg, resolve=True))
     keys = [k for k in sorted(old.keys() | new.keys()) if not is_run_specific(k)]
     diffs = [
@@ -468,6 +481,9 @@ class Loop:
                     best=state.best,
                     wall_s=self.wall_s(),
                     metrics_bytes=self.folder.metrics_size(),
+                    config=OmegaConf.to_container(
+                        self.cfg, resolve=True, enum_to_str=True
+                    ),  # what a resume is compared with
                     model=self.model.state_dict(),
                     optimizer=self.optimizer.state_dict(),
                     scheduler=self.scheduler_state(),

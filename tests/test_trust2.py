@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import data_root, wait_for
-from test_trust import SMALL, cli, copy_run, finished, rows  # noqa: F401 - finished: the completed 8-step run
+from test_trust import SMALL, cli, copy_run, finished, rows, snapshot  # noqa: F401 - finished: the completed 8-step run
 
 from radam_repro.folder_lock import FolderLock, process_start, read_owner
 
@@ -112,3 +112,19 @@ def test_a_live_pid_with_another_start_time_is_a_stale_lock(tmp_path):
     assert not read_owner(lock).alive()
     with FolderLock(lock):
         assert read_owner(lock).start == process_start(os.getpid())
+
+
+# -- 3. the checkpoint records its config: a deleted config.yaml does not let another config resume it ---------------
+def test_a_run_without_config_yaml_resumes_only_its_own_config(finished, tmp_path):  # noqa: F811
+    run = copy_run(finished, tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "status": "running"}))
+    (run / "config.yaml").unlink()
+    before = snapshot(run)
+    proc = cli(*SMALL, "trainer.max_steps=8", "optimizer.lr=0.5", run_dir=run, check=False)
+    assert proc.returncode != 0
+    assert "optimizer.lr: 0.003 (folder) -> 0.5 (now)" in proc.stderr and "trainer.resume=false" in proc.stderr
+    assert snapshot(run) == before  # still no config.yaml, nothing resumed
+    proc = cli(*SMALL, "trainer.max_steps=8", run_dir=run)  # its own config resumes
+    assert "from step 8 (checkpoints/latest.pt)" in proc.stdout
+    assert "lr: 0.003" in (run / "config.yaml").read_text()
