@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from radam_repro import distributed, optim, tasks
@@ -37,7 +38,7 @@ from radam_repro.loggers.statistics import adaptive_lr_row, histogram_record, is
 from radam_repro.optim.schedules import Decay
 from radam_repro.preemption import Preemption
 from radam_repro.report.aggregate import MISSING, flatten, is_run_specific
-from radam_repro.run_dir import RunDir, RunFolderInUse
+from radam_repro.run_dir import RunDir, RunFolderInUse, atomic_write
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 HIGHER_IS_BETTER = ("acc", "bleu")
@@ -207,6 +208,8 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
                 if ranks.is_main:
                     print(f"[radam_repro] {run.path} already {prior['status']}; nothing to do")
                 return prior
+            if ranks.is_main:
+                _save_launch(cfg, run)
             seed_everything(cfg.seed)
             started = time.time()
             preemption = Preemption()  # after submitit installed its handlers: USR2/SIGTERM only set a flag now
@@ -231,6 +234,19 @@ def _claim(cfg: DictConfig, run: RunDir) -> dict[str, Any] | None:
     return None
 
 
+def _save_launch(cfg: DictConfig, run: RunDir) -> None:
+    """Hydra's record of this launch, ``.hydra/{config,hydra,overrides}.yaml``, written once the run owns its folder.
+
+    ``hydra.output_subdir`` is null, so Hydra itself writes nothing before the checks: a refused launch (another
+    config, a live owner) leaves the folder as it was. Without a Hydra context (spawned ranks, the API) nothing.
+    """
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.instance().cfg
+    for name, node in (("config", cfg), ("hydra", hydra_cfg), ("overrides", hydra_cfg.hydra.overrides.task)):
+        atomic_write(run.path / ".hydra" / f"{name}.yaml", OmegaConf.to_yaml(node))
+
+
 def _record_failure(run: RunDir, error: Exception, started: float) -> None:
     """Write a ``failed`` summary that keeps what the run had reached (step, best, ...)."""
     try:
@@ -252,6 +268,8 @@ def _record_failure(run: RunDir, error: Exception, started: float) -> None:
 def _spawn(cfg: DictConfig, run: RunDir) -> dict[str, Any]:
     """``trainer.devices=N`` outside a launcher: N rank processes run :func:`train`; returns rank 0's summary."""
     resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))  # children have no Hydra context
+    with run.lock(cfg.trainer.lock_lease_s):  # a folder in use is refused here, before .hydra/ is written
+        _save_launch(cfg, run)
     preemption = Preemption()  # SLURM signals the whole step: this parent waits until the ranks have saved
     try:
         distributed.spawn(train, cfg.trainer.devices, cfg.trainer.device, resolved, run.path)

@@ -3,6 +3,7 @@ a blow-up is ``diverged``. Through the real CLI where a user meets the problem."
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from conftest import data_root, wait_for
 from test_trust import SMALL, cli, copy_run, finished, rows, snapshot  # noqa: F401 - finished: the completed 8-step run
 
@@ -91,10 +93,12 @@ def test_a_paused_owner_keeps_its_folder_past_the_lease(tmp_path):
         owner.send_signal(signal.SIGSTOP)
         time.sleep(4)  # twice the lease, untouched
         assert time.time() - (run / ".lock").stat().st_mtime > 2
+        hydra_files = every_file(run / ".hydra")
         second = cli(*long, run_dir=run, check=False, timeout=120)  # a taker-over would train on
         owner.send_signal(signal.SIGCONT)
         assert second.returncode != 0
         assert f"run folder {run} is in use by process {owner.pid}" in second.stderr, second.stderr[-2000:]
+        assert every_file(run / ".hydra") == hydra_files  # refused: Hydra's record of the owner's launch stays
         wait_for(lambda: max(r["step"] for r in rows(run)) >= 16, 300, "the owner to go on")
     finally:
         owner.send_signal(signal.SIGCONT)
@@ -128,3 +132,24 @@ def test_a_run_without_config_yaml_resumes_only_its_own_config(finished, tmp_pat
     proc = cli(*SMALL, "trainer.max_steps=8", run_dir=run)  # its own config resumes
     assert "from step 8 (checkpoints/latest.pt)" in proc.stdout
     assert "lr: 0.003" in (run / "config.yaml").read_text()
+
+
+# -- 4. a refused relaunch changes nothing in the folder, Hydra's files included -------------------------------------
+def every_file(folder: Path) -> dict[str, tuple[str, int]]:
+    """Each file's sha256 and mtime (ns), .hydra/ and logs included."""
+    return {
+        str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_a_refused_relaunch_changes_nothing_hydra_files_included(finished, tmp_path):  # noqa: F811
+    run = copy_run(finished, tmp_path)
+    overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
+    assert "optimizer=radam" in overrides and "trainer.max_steps=8" in overrides  # the launch that made the run
+    assert yaml.safe_load((run / ".hydra" / "hydra.yaml").read_text())["hydra"]["run"]["dir"] == str(finished)
+    before = every_file(run)
+    proc = cli(*SMALL, "trainer.max_steps=8", "optimizer.lr=0.5", run_dir=run, check=False)
+    assert proc.returncode != 0 and "optimizer.lr: 0.003 (folder) -> 0.5 (now)" in proc.stderr
+    assert every_file(run) == before
