@@ -21,6 +21,8 @@ from conftest import data_root, wait_for
 from test_trust import SMALL, cli, copy_run, finished, rows, snapshot  # noqa: F401 - finished: the completed 8-step run
 
 from radam_repro.folder_lock import FolderLock, process_start, read_owner
+from radam_repro.report.__main__ import main as report_main
+from radam_repro.report.runs import find_run_dirs
 
 
 # -- 8. every cache file follows the user's umask ------------------------------------------------------------------
@@ -153,3 +155,27 @@ def test_a_refused_relaunch_changes_nothing_hydra_files_included(finished, tmp_p
     proc = cli(*SMALL, "trainer.max_steps=8", "optimizer.lr=0.5", run_dir=run, check=False)
     assert proc.returncode != 0 and "optimizer.lr: 0.003 (folder) -> 0.5 (now)" in proc.stderr
     assert every_file(run) == before
+
+
+# -- 10. symbolic links in a sweep: a run counted once, loops skipped -----------------------------------------------
+def linked_sweep(tmp_path: Path) -> Path:
+    """Two runs (final test/acc 90 and 80), a link to the first, a link back up, a link to itself."""
+    from test_report import write_run
+
+    sweep = tmp_path / "sweep"
+    write_run(sweep / "seed1", seed=1, final={"test/acc": 90.0})
+    write_run(sweep / "seed2", seed=2, final={"test/acc": 80.0})
+    (sweep / "latest").symlink_to("seed1")
+    (sweep / "sub").mkdir()
+    (sweep / "sub" / "loop").symlink_to("..")
+    (sweep / "self").symlink_to("self")
+    return sweep
+
+
+def test_report_counts_a_linked_run_once_and_skips_loops(tmp_path):
+    sweep = linked_sweep(tmp_path)
+    assert find_run_dirs([sweep]) == [sweep / "seed1", sweep / "seed2"]  # under the real names
+    out = report_main([str(sweep), "--out", str(tmp_path / "report"), "--no-figures"])
+    report = (out / "report.md").read_text()
+    assert "from 2 run folders (2 completed" in report
+    assert "| adam | 1, 2 | 2 | 0 | 0 | 0 | 85 ± 7.071 |" in report  # not 86.67 over seeds 1, 1, 2
