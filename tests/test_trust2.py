@@ -10,6 +10,8 @@ import signal
 import socket
 import stat
 import struct
+import subprocess
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -23,6 +25,7 @@ from test_trust import SMALL, cli, copy_run, finished, rows, snapshot  # noqa: F
 from radam_repro.folder_lock import FolderLock, process_start, read_owner
 from radam_repro.report.__main__ import main as report_main
 from radam_repro.report.runs import find_run_dirs
+from radam_repro.run_dir import RunDir, strict_json
 
 
 # -- 8. every cache file follows the user's umask ------------------------------------------------------------------
@@ -179,3 +182,85 @@ def test_report_counts_a_linked_run_once_and_skips_loops(tmp_path):
     report = (out / "report.md").read_text()
     assert "from 2 run folders (2 completed" in report
     assert "| adam | 1, 2 | 2 | 0 | 0 | 0 | 85 ± 7.071 |" in report  # not 86.67 over seeds 1, 1, 2
+
+
+# -- 11. the dashboard: one bad run is flagged and skipped; a second dashboard, a rename, a resume lose nothing ------
+def damaged_sweep(tmp_path: Path) -> tuple[Path, dict[str, Path]]:
+    """Two good runs (adam seed 1, radam seed 2), a link to the first, and damaged files of three kinds."""
+    from test_dashboard import write_cell
+
+    sweep = tmp_path / "sweep"
+    good = write_cell(sweep, "adam", 1, steps=20)
+    write_cell(sweep, "radam", 2, steps=20)
+    (sweep / "latest").symlink_to(good.path.name)
+    not_utf8 = write_cell(sweep, "sgd", 3).path / "config.yaml"
+    not_utf8.write_bytes(not_utf8.read_bytes().replace(b"name: sgd", b"name: sgd\xff"))
+    task_string = write_cell(sweep, "adam_eps", 4).path / "config.yaml"
+    task_string.write_text(task_string.read_text().replace("task:\n  name: toy", "task: toy"))
+    histogram = good.histograms / "step_9999999.json"
+    histogram.write_text("[1, 2]")
+    return sweep, {"not UTF-8": not_utf8, "task a string": task_string, "histogram a list": histogram}
+
+
+def test_the_dashboard_flags_damaged_files_and_serves_the_other_runs(tmp_path, capsys):
+    from radam_repro.dashboard.convert import Converter
+
+    sweep, damaged = damaged_sweep(tmp_path)
+    converter = Converter([sweep], tmp_path / "events")
+    assert converter.update() > 0
+    converter.close()
+    assert sorted(cell.name for cell in converter.cells.values()) == ["adam seed=1", "radam seed=2"]
+    err = capsys.readouterr().err
+    assert f"warning: skipping {damaged['not UTF-8']}: unreadable (UnicodeDecodeError" in err
+    assert f"warning: skipping {damaged['task a string']}: task should be a mapping" in err
+    assert f"warning: skipping {damaged['histogram a list']}: not a histogram record" in err
+
+
+def test_the_dashboard_survives_a_second_dashboard_a_rename_and_a_resume(tmp_path):
+    from test_dashboard import append_steps, scalars, wait_until
+
+    from radam_repro.dashboard.browser import free_port, get_json, serve
+
+    sweep, _ = damaged_sweep(tmp_path)
+    adam, radam = RunDir(sweep / "optimizer=adam,seed=1"), RunDir(sweep / "optimizer=radam,seed=2")
+    port, cache, served = free_port(), tmp_path / "cache", ["adam seed=1", "radam seed=2"]
+
+    def steps(run: str) -> list[int]:
+        return [s for s, _ in scalars(url, run, "train/loss")]
+
+    with serve([sweep], port, cache, runs=2) as url:
+        assert sorted(get_json(f"{url}/data/runs")) == served  # the damaged runs skipped, the link counted once
+        wait_until(lambda: steps("adam seed=1") == [10, 20], "the first rows")
+
+        # a second dashboard on the same sweep and port: refused before it touches the running one's cache
+        second = subprocess.run(
+            [sys.executable, "-m", "radam_repro.dashboard", str(sweep), "--port", str(port), "--cache", str(cache)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        append_steps(adam, 1, 21, 40)
+        wait_until(lambda: steps("adam seed=1") == [10, 20, 30, 40], "steps 30, 40 after the refused dashboard")
+        assert second.returncode == 2, second.stderr[-2000:]
+        assert f"a dashboard of these folders on port {port} is running (process" in second.stderr
+
+        # a run renamed while served stays one run under its name, and goes on
+        radam.path.rename(sweep / "renamed")
+        append_steps(RunDir(sweep / "renamed"), 2, 21, 30)
+        wait_until(lambda: steps("radam seed=2") == [10, 20, 30], "the renamed run's step 30")
+        time.sleep(2.5)  # two more passes
+        assert sorted(get_json(f"{url}/data/runs")) == served
+
+        # metrics.jsonl rewritten in place from step 40 on, longer than before the rewrite when next read
+        rows = {step: strict_json({"step": step, "split": "train", "loss": float(step)}) + "\n" for step in (50, 60)}
+        padding = "x" * (len(rows[50]) + len(rows[60]) // 2 - len(strict_json({"step": 50, "note": ""})) - 1)
+        adam.append_metrics([{"step": 50, "note": padding}])  # a long row the resume does not replay
+        time.sleep(2.5)  # two passes read it (it has no scalar to wait for)
+        at_40 = adam.metrics_size() - len(strict_json({"step": 50, "note": padding})) - 1
+        with adam.metrics_path.open("r+b") as f:  # the resume's truncate and appends, between two passes
+            f.truncate(at_40)
+            f.seek(at_40)
+            f.write("".join(rows.values()).encode())
+        wait_until(lambda: steps("adam seed=1")[-1:] == [60], "step 60 after the rewrite")
+        assert steps("adam seed=1") == [10, 20, 30, 40, 50, 60]  # no step lost at the old read position
