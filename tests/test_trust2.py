@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import data_root, wait_for
+from conftest import data_root, run_cli, wait_for
 from test_trust import SMALL, cli, copy_run, finished, rows, snapshot  # noqa: F401 - finished: the completed 8-step run
 
 from radam_repro.folder_lock import FolderLock, process_start, read_owner
@@ -264,3 +264,29 @@ def test_the_dashboard_survives_a_second_dashboard_a_rename_and_a_resume(tmp_pat
             f.write("".join(rows.values()).encode())
         wait_until(lambda: steps("adam seed=1")[-1:] == [60], "step 60 after the rewrite")
         assert steps("adam seed=1") == [10, 20, 30, 40, 50, 60]  # no step lost at the old read position
+
+
+# -- 7. W&B with a server that accepts and never answers: the whole start is bounded by logger.init_timeout ---------
+def test_a_silent_wandb_server_costs_the_init_timeout_and_no_more(tmp_path):
+    with socket.socket() as server:  # accepts connections (the kernel's backlog), never answers
+        server.bind(("127.0.0.1", 0))
+        server.listen(64)
+        url = f"http://127.0.0.1:{server.getsockname()[1]}"
+        args = ("task=nmt_synthetic", "task.model.layers=1", "optimizer=adam", "trainer.max_steps=4")
+        started = time.monotonic()
+        run_cli(*args, "group=local", runs=tmp_path)
+        local_s = time.monotonic() - started
+        started = time.monotonic()
+        proc = run_cli(
+            *args,
+            "group=wandb",
+            "logger=wandb",
+            "logger.mode=online",
+            "logger.init_timeout=2",
+            env={"WANDB_BASE_URL": url, "WANDB_API_KEY": "x" * 40},
+            runs=tmp_path,
+        )
+        wandb_s = time.monotonic() - started
+    assert "W&B could not start within" in proc.stderr, proc.stderr[-2000:]
+    print(f"W&B against a silent server, init_timeout 2: the run took {wandb_s - local_s:.1f} s longer")
+    assert wandb_s - local_s <= 2 + 7, (local_s, wandb_s)  # ~2 s to start W&B; its exit-time telemetry probe: 10-12 s
