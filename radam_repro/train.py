@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -37,13 +36,22 @@ from radam_repro.loggers import Loggers, Silent
 from radam_repro.loggers.statistics import adaptive_lr_row, histogram_record, is_histogram_step
 from radam_repro.optim.schedules import Decay
 from radam_repro.preemption import Preemption
-from radam_repro.report.aggregate import MISSING, flatten, is_run_specific
 from radam_repro.run_dir import RunDir, RunFolderInUse, atomic_write
+from radam_repro.run_folder import (
+    CONFIG_FILE,
+    DONE,
+    META_FILE,
+    MISSING,
+    SUMMARY_FILE,
+    Status,
+    better,
+    flatten,
+    is_run_specific,
+    parse_config,
+    rank_reduction,
+)
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-HIGHER_IS_BETTER = ("acc", "bleu")
-SCORES = ("loss", "nll_loss", "ppl", "acc", "bleu")  # metrics tracked in summary["best"]
-COUNTS = ("ntokens",)  # per-step metrics that add up over DDP ranks; the others are averaged
 
 
 def seed_everything(seed: int) -> None:
@@ -105,14 +113,6 @@ def run_metadata(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     }
 
 
-def better(key: str, new: float, old: float | None) -> bool:
-    if not key.split("/")[-1].startswith(SCORES):
-        return False
-    if old is None or not math.isfinite(old):
-        return math.isfinite(new)
-    return new > old if key.split("/")[-1].startswith(HIGHER_IS_BETTER) else new < old
-
-
 def rows_from_eval(step: int, epoch: float, metrics: dict[str, float]) -> list[dict[str, Any]]:
     """``{"valid/loss": .., "test/acc": ..}`` -> one metrics.jsonl row per split."""
     by_split: dict[str, dict[str, Any]] = {}
@@ -154,19 +154,19 @@ def check_resume_config(cfg: DictConfig, out_dir: Path) -> None:
 
     Where config.yaml was deleted, the config recorded in the checkpoint the run would resume is compared.
     Run-specific keys are those the run name leaves out (paths, device, threads, logging cadence, logger:
-    :func:`radam_repro.report.aggregate.is_run_specific`). Raises :class:`ConfigMismatch` listing every
+    :func:`radam_repro.run_folder.is_run_specific`). Raises :class:`ConfigMismatch` listing every
     other difference, before anything in the folder is written.
     """
-    path = Path(out_dir) / "config.yaml"
+    path = Path(out_dir) / CONFIG_FILE
     if not cfg.trainer.resume:
         return
     if path.is_file():
         try:
-            old = flatten(yaml.safe_load(path.read_text()) or {})
-        except yaml.YAMLError as e:
+            old = flatten(parse_config(path.read_text()) or {})
+        except ValueError as e:
             raise ConfigMismatch(f"{path} is unreadable ({e}); start afresh with trainer.resume=false") from None
     else:
-        found = RunDir(out_dir).load_checkpoint() if (Path(out_dir) / "checkpoints").is_dir() else None
+        found = RunDir(out_dir).load_checkpoint()
         if found is None:
             return
         checkpoint, used = found
@@ -204,7 +204,7 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         run = RunDir(out_dir)
         with run.lock(cfg.trainer.lock_lease_s) if ranks.is_main else nullcontext():
             prior = ranks.broadcast(_claim(cfg, run) if ranks.is_main else None)
-            if prior and prior.get("status") in ("completed", "diverged"):
+            if prior and prior.get("status") in DONE:
                 if ranks.is_main:
                     print(f"[radam_repro] {run.path} already {prior['status']}; nothing to do")
                 return prior
@@ -259,10 +259,15 @@ def _record_failure(run: RunDir, error: Exception, started: float) -> None:
             **(run.read_summary() or {}),
         }
         run.write_summary(
-            **{**last, "status": "failed", "error": f"{type(error).__name__}: {error}", "wall_s": time.time() - started}
+            **{
+                **last,
+                "status": Status.FAILED,
+                "error": f"{type(error).__name__}: {error}",
+                "wall_s": time.time() - started,
+            }
         )
     except (OSError, ValueError) as e:
-        print(f"[radam_repro] could not record the failure in {run.path / 'summary.json'}: {e}", file=sys.stderr)
+        print(f"[radam_repro] could not record the failure in {run.path / SUMMARY_FILE}: {e}", file=sys.stderr)
 
 
 def _spawn(cfg: DictConfig, run: RunDir) -> dict[str, Any]:
@@ -278,8 +283,8 @@ def _spawn(cfg: DictConfig, run: RunDir) -> dict[str, Any]:
             preemption.stop()
         with suppress(RunFolderInUse), run.lock(cfg.trainer.lock_lease_s):  # unless another live run owns it
             prior = run.read_summary() or {}
-            if prior.get("status") in (None, "running"):
-                run.write_summary(**{**prior, "status": "failed", "error": str(e).strip().splitlines()[-1]})
+            if prior.get("status") in (None, Status.RUNNING):
+                run.write_summary(**{**prior, "status": Status.FAILED, "error": str(e).strip().splitlines()[-1]})
         raise
     finally:
         preemption.restore()
@@ -350,11 +355,11 @@ class Loop:
         cfg, task, ranks, state = self.cfg, self.task, self.ranks, self.restore()
         if ranks.is_main:
             self.folder.write_json(
-                "meta.json",
+                META_FILE,
                 {**run_metadata(cfg, self.device), "world_size": ranks.world, "resumed_from_step": state.step or None},
             )
             self.logs = Loggers(cfg, self.folder)
-        self.summary("running")
+        self.summary(Status.RUNNING)
         train_model = ranks.wrap(self.model)  # DDP over the ranks, or the model itself
         train_model = torch.compile(train_model) if cfg.trainer.compile else train_model
         progress = _progress(cfg, state.step, self.max_steps) if ranks.is_main else None
@@ -437,7 +442,7 @@ class Loop:
             "multiplier": _multiplier(self.optimizer),
             "steps_per_s": (state.step - tick_step) / max(now - tick, 1e-9),
         }
-        reduce = {k: ranks.sum if k in COUNTS else ranks.mean for k in state.extras}
+        reduce = {k: ranks.sum if rank_reduction(k) == "sum" else ranks.mean for k in state.extras}
         row.update({k: reduce[k](torch.stack(v)).mean().item() for k, v in state.extras.items()})
         if state.grad_norms:
             row["grad_norm"] = torch.stack(state.grad_norms).mean().item()
@@ -452,7 +457,7 @@ class Loop:
         """End the run as ``diverged`` at ``step``: ``what`` (the loss, an evaluation) was not finite."""
         if self.ranks.is_main:
             print(f"[radam_repro] diverged: non-finite {what} at step {step}")
-        result = self.summary("diverged", diverged_step=step, final=final)
+        result = self.summary(Status.DIVERGED, diverged_step=step, final=final)
         self.logs.finish(result)
         return result
 
@@ -473,13 +478,13 @@ class Loop:
     def finish(self) -> dict[str, Any]:
         """The task's final evaluation on the kept checkpoints, then the ``completed`` (or ``diverged``) summary."""
         if not self.ranks.is_main:
-            return self.summary("completed")  # rank 0 alone runs the final evaluation and writes the result
+            return self.summary(Status.COMPLETED)  # rank 0 alone runs the final evaluation and writes the result
         self.model.eval()
         final = self.task.final_evaluation(self.model, self.folder.path, self.folder.step_checkpoints())
         self.log_eval(final)
         if not _finite(final):
             return self.diverge(self.state.step, "final evaluation", final)
-        result = self.summary("completed", final=final)
+        result = self.summary(Status.COMPLETED, final=final)
         self.logs.finish(result)
         return result
 
@@ -511,7 +516,7 @@ class Loop:
                 state.step,
                 self.keep,
             )
-            self.summary("running")
+            self.summary(Status.RUNNING)
 
     def scheduler_state(self) -> dict[str, Any]:
         """LambdaLR's state without the multiplier objects: the schedule is a pure function of the (checked) config."""

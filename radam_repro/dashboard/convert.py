@@ -11,6 +11,8 @@ keys that tell it apart from cells of the same variant, and its seed):
 * the HParams plugin's session info: variant, task, seed and every flattened config key that
   :mod:`radam_repro.report.aggregate` does not ignore; TensorBoard marks the ones that differ.
 
+File names, status names and the strict-JSON codec come from :mod:`radam_repro.run_folder`.
+
 A value is written once per (tag, step): a resumed run's replayed rows and the second row that a
 histogram step adds to the same step are skipped. A cell is the run folder itself (device and inode): a run
 renamed, or reached through a link, stays one cell. A run whose config.yaml is damaged, and a histogram file
@@ -19,7 +21,6 @@ that is not a histogram record, are named on stderr and skipped; the other runs 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -29,14 +30,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from tensorboard.plugins.hparams import summary_v2 as hparams_summary
 from torch.utils.tensorboard import SummaryWriter
 
-from radam_repro.report.aggregate import aggregate, flatten, format_value, is_ignored
+from radam_repro.report.aggregate import aggregate, format_value, is_ignored
 from radam_repro.report.runs import Run, find_run_dirs
+from radam_repro.run_folder import (
+    CONFIG_FILE,
+    ENDED,
+    HISTOGRAM_DIR,
+    METRICS_FILE,
+    STEP_PREFIX,
+    SUMMARY_FILE,
+    Status,
+    flatten,
+    parse_config,
+    parse_strict_json,
+)
 
-ENDED = ("completed", "diverged", "failed")
 NOT_METRICS = ("step", "split", "epoch")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.,=+()\- ]")
 
@@ -121,8 +132,8 @@ class Converter:
                 configs[path] = _config(path)
                 paths.append((key, path))
             except ValueError as e:
-                self.flag(path / "config.yaml", str(e))
-        runs = [Run(path=p, config=c, summary=None, rows=[], status="incomplete") for p, c in configs.items()]
+                self.flag(path / CONFIG_FILE, str(e))
+        runs = [Run(path=p, config=c, summary=None, rows=[], status=Status.INCOMPLETE) for p, c in configs.items()]
         agg = aggregate(runs)
         labels = {run.path: agg.label(g) for g in agg.groups for run in g.runs}
         several_tasks = len(agg.tasks()) > 1
@@ -147,7 +158,7 @@ class Converter:
     # -- sources ----------------------------------------------------------------------------
     def _metrics(self, cell: Cell) -> int:
         """Rows appended to metrics.jsonl since the last pass (a torn last line waits for the next)."""
-        path = cell.path / "metrics.jsonl"
+        path = cell.path / METRICS_FILE
         try:
             stat = path.stat()
         except FileNotFoundError:
@@ -167,7 +178,7 @@ class Converter:
         written = 0
         for line in complete.splitlines():
             try:
-                row = json.loads(line)
+                row = parse_strict_json(line)
             except ValueError:
                 continue
             if not isinstance(row, dict) or not isinstance(row.get("step"), int):
@@ -179,15 +190,15 @@ class Converter:
         return written
 
     def _histograms(self, cell: Cell) -> int:
-        folder = cell.path / "histograms"
+        folder = cell.path / HISTOGRAM_DIR
         if not folder.is_dir():
             return 0
         written = 0
-        for path in sorted(folder.glob("step_*.json")):
+        for path in sorted(folder.glob(f"{STEP_PREFIX}*.json")):
             if path.name in cell.histograms:
                 continue
             try:
-                record = json.loads(path.read_text())
+                record = parse_strict_json(path.read_text())
             except (OSError, ValueError):
                 continue  # written atomically, so only a foreign or damaged file; skipped for good
             finally:
@@ -205,7 +216,7 @@ class Converter:
 
     def _summary(self, cell: Cell) -> int:
         """``final/<m>`` and ``best/<m>`` at the run's last step, once summary.json says it ended."""
-        path = cell.path / "summary.json"
+        path = cell.path / SUMMARY_FILE
         try:
             mtime = path.stat().st_mtime
         except FileNotFoundError:
@@ -214,7 +225,7 @@ class Converter:
             return 0
         cell.summary_mtime = mtime
         try:
-            summary = json.loads(path.read_text())
+            summary = parse_strict_json(path.read_text())
         except (OSError, ValueError):
             return 0
         if (
@@ -234,10 +245,10 @@ class Converter:
 def _config(path: Path) -> dict[str, Any]:
     """The run's config.yaml ({} while it is not written yet); a damaged one is a ValueError saying what is wrong."""
     try:
-        config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
+        config = parse_config((path / CONFIG_FILE).read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError, yaml.YAMLError) as e:  # ValueError: not UTF-8
+    except (OSError, ValueError) as e:  # ValueError: not UTF-8, not YAML
         raise ValueError(f"unreadable ({type(e).__name__}: {str(e).splitlines()[0]})") from None
     if not isinstance(config, dict):
         raise ValueError(f"not a mapping but {type(config).__name__}")
@@ -262,17 +273,8 @@ def _hparams(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _number(value: Any) -> float | None:
-    """A scalar TensorBoard can plot: numbers, and the strings strict JSON uses for NaN / Infinity."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
+    """A scalar TensorBoard can plot (NaN and infinities included: the codec reads them back as floats)."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _add_histogram(writer: SummaryWriter, tag: str, hist: dict[str, list[float]], step: int) -> bool:
