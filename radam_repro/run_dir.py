@@ -33,6 +33,7 @@ import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from radam_repro.errors import CorruptFile
 from radam_repro.folder_lock import LEASE_S, FolderLock, RunFolderInUse
 
 __all__ = ["RunDir", "RunFolderInUse", "atomic_write", "strict_json"]
@@ -149,9 +150,9 @@ class RunDir:
         if not path.exists():
             return None
         try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is corrupted ({e}); delete it to start this run afresh") from e
+            return json.loads(path.read_bytes())
+        except ValueError as e:  # not JSON, or not text at all (UnicodeDecodeError)
+            raise CorruptFile(path, f"{path} is corrupted ({e}); delete it to start this run afresh") from None
 
     def write_config(self, cfg: DictConfig) -> None:
         atomic_write(self.path / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
@@ -164,7 +165,12 @@ class RunDir:
         self.write_json("summary.json", summary)
 
     def read_summary(self) -> dict[str, Any] | None:
-        return self.read_json("summary.json")
+        summary, path = self.read_json("summary.json"), self.path / "summary.json"
+        if path.exists() and not isinstance(summary, dict):
+            raise CorruptFile(
+                path, f"{path} holds a {type(summary).__name__}, not an object; delete it to start afresh"
+            )
+        return summary
 
     # -- metrics ----------------------------------------------------------------------------
     def append_metrics(self, rows: list[dict[str, Any]]) -> None:
@@ -211,14 +217,15 @@ class RunDir:
             try:
                 state = torch.load(path, map_location=map_location, weights_only=True)
             except Exception as e:  # noqa: BLE001 - truncated, damaged, or Python objects weights_only refuses
-                errors.append(f"{path}: {type(e).__name__}: {str(e).strip().splitlines()[0][:200]}")
+                errors.append(f"{path}: {type(e).__name__}: {str(e).strip()[:200]}".splitlines()[0])
                 print(f"[radam_repro] skipping unloadable checkpoint {errors[-1]}", flush=True)
                 continue
             return state, path
         if errors:
-            raise ValueError(
+            raise CorruptFile(
+                self.checkpoints,
                 f"no checkpoint in {self.checkpoints} can be loaded safely (torch.load weights_only=True): "
                 f"{'; '.join(errors)}. They are damaged or hold Python objects (a file from elsewhere?). Delete "
-                "checkpoints/ to restart this run, or start afresh with trainer.resume=false"
+                "checkpoints/ to restart this run, or start afresh with trainer.resume=false",
             )
         return None

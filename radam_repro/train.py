@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from radam_repro import distributed, optim, tasks
 from radam_repro.distributed import Ranks
+from radam_repro.errors import CorruptFile
 from radam_repro.loggers import Loggers, Silent
 from radam_repro.loggers.statistics import adaptive_lr_row, histogram_record, is_histogram_step
 from radam_repro.optim.schedules import Decay
@@ -159,9 +160,14 @@ def check_resume_config(cfg: DictConfig, out_dir: Path) -> None:
     if not cfg.trainer.resume or not path.is_file():
         return
     try:
-        old = flatten(yaml.safe_load(path.read_text()) or {})
-    except yaml.YAMLError as e:
-        raise ConfigMismatch(f"{path} is unreadable ({e}); start afresh with trainer.resume=false") from None
+        old = yaml.safe_load(path.read_bytes()) or {}
+    except (yaml.YAMLError, ValueError) as e:
+        raise CorruptFile(path, f"{path} is unreadable ({e}); start afresh with trainer.resume=false") from None
+    if not isinstance(old, dict):
+        raise CorruptFile(
+            path, f"{path} holds a {type(old).__name__}, not a config; start afresh with trainer.resume=false"
+        )
+    old = flatten(old)
     new = flatten(OmegaConf.to_container(cfg, resolve=True))
     keys = [k for k in sorted(old.keys() | new.keys()) if not is_run_specific(k)]
     diffs = [

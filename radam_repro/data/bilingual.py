@@ -98,11 +98,11 @@ class Dictionary:
         """
         symbols, counts = list(SPECIAL_SYMBOLS), [0] * len(SPECIAL_SYMBOLS)
         seen = set(symbols)
-        try:
-            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        try:  # lines as fairseq's readlines() splits them: universal newlines only (str.splitlines also splits at \x0b)
+            lines = Path(path).read_text(encoding="utf-8").removesuffix("\n").split("\n")
         except UnicodeDecodeError as e:
             raise CorruptFile(path, f"{path} is not UTF-8 text ({e}); it is not a fairseq dict.<lang>.txt") from None
-        for number, line in enumerate(lines, 1):
+        for number, line in enumerate(lines if lines != [""] else [], 1):
             try:
                 symbol, field = line.rstrip().rsplit(" ", 1)
                 overwrite = field == "#fairseq:overwrite"

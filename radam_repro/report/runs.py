@@ -41,11 +41,11 @@ class Run:
 
     @property
     def task(self) -> str | None:
-        return _section(self.config, "task").get("name")
+        return _name(self.config, "task")
 
     @property
     def variant(self) -> str | None:
-        return _section(self.config, "optimizer").get("name")
+        return _name(self.config, "optimizer")
 
     @property
     def seed(self) -> Any:
@@ -76,14 +76,19 @@ class Run:
         return [r for r in self.rows if r.get("split") == "train"]
 
     def histograms(self) -> list[dict[str, Any]]:
-        """``histograms/step_*.json`` records sorted by step; unreadable files are skipped and noted."""
+        """``histograms/step_*.json`` records (objects with an integer step) sorted by step; others skipped and noted."""
         records = []
         for path in sorted((self.path / "histograms").glob("step_*.json")):
             try:
-                records.append(json.loads(path.read_text()))
-            except (OSError, json.JSONDecodeError) as e:
+                record = json.loads(path.read_bytes())
+            except (OSError, ValueError) as e:
                 self.problems.append(f"{path.name} unreadable ({type(e).__name__})")
-        return sorted(records, key=lambda r: r.get("step", 0))
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int):
+                records.append(record)
+            else:
+                self.problems.append(f"{path.name} is not a histogram record (an object with an integer step)")
+        return sorted(records, key=lambda r: r["step"])
 
 
 def is_run_dir(path: Path) -> bool:
@@ -156,9 +161,14 @@ def load_run(path: Path) -> Run:
     if not isinstance(config, dict):
         problems.append("no readable config.yaml: this run cannot be grouped")
         config = {}
+    for section in ("task", "optimizer"):
+        if "name" in _section(config, section) and _name(config, section) is None:
+            problems.append(f"config.yaml: {section}.name is not a name; this run cannot be grouped by it")
+    unreadable = len(problems)
     summary = _read(path / "summary.json", lambda b: json.loads(b, object_hook=_decode), problems)
-    if summary is not None and not isinstance(summary, dict):
-        problems.append(f"summary.json holds a {type(summary).__name__}, not an object; ignored")
+    if (path / "summary.json").is_file() and not isinstance(summary, dict) and len(problems) == unreadable:
+        kind = "null" if summary is None else f"a {type(summary).__name__}"
+        problems.append(f"summary.json holds {kind}, not an object; ignored")
     summary = _checked_summary(summary, problems) if isinstance(summary, dict) else None
     rows = read_metrics(path / "metrics.jsonl", problems)
     if summary and isinstance(summary.get("status"), str):
@@ -199,6 +209,12 @@ def _checked_summary(summary: dict[str, Any], problems: list[str]) -> dict[str, 
 def _section(config: dict[str, Any], name: str) -> dict[str, Any]:
     value = config.get(name)
     return value if isinstance(value, dict) else {}
+
+
+def _name(config: dict[str, Any], section: str) -> str | None:
+    """``config[section]["name"]`` if it is a string (a config edited by hand may hold anything there)."""
+    name = _section(config, section).get("name")
+    return name if isinstance(name, str) else None
 
 
 def _decode(obj: dict[str, Any]) -> dict[str, Any]:
