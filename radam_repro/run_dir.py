@@ -25,6 +25,7 @@ import os
 import shutil
 import time
 import uuid
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,10 @@ from omegaconf import DictConfig, OmegaConf
 from radam_repro.errors import CorruptFile
 from radam_repro.folder_lock import LEASE_S, FolderLock, RunFolderInUse
 
-__all__ = ["RunDir", "RunFolderInUse", "atomic_write", "strict_json"]
+__all__ = ["CHECKPOINT_KEYS", "YAML_LOADER", "RunDir", "RunFolderInUse", "atomic_write", "strict_json"]
+# What a checkpoint holds (train.Loop.save): a loadable file without one of them is damaged.
+CHECKPOINT_KEYS = ("step", "best", "wall_s", "metrics_bytes", "model", "optimizer", "scheduler", "scaler", "ranks")
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # one parser for config.yaml: libyaml when built
 
 
 def atomic_write(path: Path, data: bytes | str | Callable[[Any], None]) -> None:
@@ -158,8 +162,18 @@ class RunDir:
         atomic_write(self.path / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
     def read_config(self) -> dict[str, Any] | None:
+        """The run's config.yaml as a mapping, None without one; :class:`CorruptFile` if it is not a YAML mapping."""
         path = self.path / "config.yaml"
-        return yaml.safe_load(path.read_text()) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            config = yaml.load(path.read_bytes(), Loader=YAML_LOADER)
+        except (yaml.YAMLError, ValueError) as e:
+            raise CorruptFile(path, f"{path} is unreadable ({e}); start afresh with trainer.resume=false") from None
+        if not isinstance(config, dict):
+            kind = "nothing" if config is None else f"a {type(config).__name__}"
+            raise CorruptFile(path, f"{path} holds {kind}, not a config; start afresh with trainer.resume=false")
+        return config
 
     def write_summary(self, **summary: Any) -> None:
         self.write_json("summary.json", summary)
@@ -209,13 +223,21 @@ class RunDir:
     def load_checkpoint(self, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], Path] | None:
         """The newest loadable checkpoint and its path, or None when there is none.
 
-        latest.pt first, then ``step_*.pt`` newest first; each unloadable file is named and skipped.
+        latest.pt first, then ``step_*.pt`` newest first; a file that fails its zip CRC-32 check, does not load with
+        ``weights_only=True`` or lacks one of :data:`CHECKPOINT_KEYS` is named and skipped.
         """
         candidates = [self.checkpoints / "latest.pt", *reversed(self.step_checkpoints())]
         errors = []
         for path in filter(Path.exists, candidates):
             try:
+                with zipfile.ZipFile(
+                    path
+                ) as archive:  # torch.save's zip records a CRC-32 per member; torch never checks it
+                    if (damaged := archive.testzip()) is not None:
+                        raise ValueError(f"{damaged} fails its CRC-32 check (the file is damaged)")
                 state = torch.load(path, map_location=map_location, weights_only=True)
+                if missing := [key for key in CHECKPOINT_KEYS if key not in state]:
+                    raise KeyError(f"no {', '.join(missing)}")
             except Exception as e:  # noqa: BLE001 - truncated, damaged, or Python objects weights_only refuses
                 errors.append(f"{path}: {type(e).__name__}: {str(e).strip()[:200]}".splitlines()[0])
                 print(f"[radam_repro] skipping unloadable checkpoint {errors[-1]}", flush=True)

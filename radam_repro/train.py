@@ -27,12 +27,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from radam_repro import distributed, optim, tasks
 from radam_repro.distributed import Ranks
-from radam_repro.errors import CorruptFile
 from radam_repro.loggers import Loggers, Silent
 from radam_repro.loggers.statistics import adaptive_lr_row, histogram_record, is_histogram_step
 from radam_repro.optim.schedules import Decay
@@ -154,20 +152,12 @@ def check_resume_config(cfg: DictConfig, out_dir: Path) -> None:
 
     Those are the keys the run name leaves out (paths, device, threads, logging cadence, logger:
     :func:`radam_repro.report.aggregate.is_run_specific`). Raises :class:`ConfigMismatch` listing every
-    other difference, before anything in the folder is written.
+    other difference, before anything in the folder is written; an unreadable config.yaml is :class:`CorruptFile`.
     """
     path = Path(out_dir) / "config.yaml"
     if not cfg.trainer.resume or not path.is_file():
         return
-    try:
-        old = yaml.safe_load(path.read_bytes()) or {}
-    except (yaml.YAMLError, ValueError) as e:
-        raise CorruptFile(path, f"{path} is unreadable ({e}); start afresh with trainer.resume=false") from None
-    if not isinstance(old, dict):
-        raise CorruptFile(
-            path, f"{path} holds a {type(old).__name__}, not a config; start afresh with trainer.resume=false"
-        )
-    old = flatten(old)
+    old = flatten(RunDir(out_dir).read_config())
     new = flatten(OmegaConf.to_container(cfg, resolve=True))
     keys = [k for k in sorted(old.keys() | new.keys()) if not is_run_specific(k)]
     diffs = [

@@ -13,9 +13,10 @@ from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Property-based tests (tests/test_fuzz_readers.py): "fast" in the default suite, HYPOTHESIS_PROFILE=slow for a
-# deeper search. No example database: nothing is written into the checkout; a failure prints its example.
-settings.register_profile("fast", max_examples=30, deadline=None, database=None)
+# Property-based tests (tests/test_fuzz_readers.py): "fast" in the default suite (the same examples every run),
+# HYPOTHESIS_PROFILE=slow for a deeper, random search. No example database: nothing is written into the
+# checkout; a failure prints its example.
+settings.register_profile("fast", max_examples=30, deadline=None, database=None, derandomize=True)
 settings.register_profile("slow", max_examples=1000, deadline=None, database=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))
 

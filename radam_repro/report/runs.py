@@ -20,12 +20,12 @@ from typing import Any
 import yaml
 
 from radam_repro.folder_lock import lock_state
+from radam_repro.run_dir import YAML_LOADER
 
 STATUSES = ("completed", "diverged", "failed", "running", "interrupted", "incomplete")
 NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 TRAIN_METRICS = ("loss", "acc", "ppl")  # final "train/<m>": mean of the last TRAIN_WINDOW logged values
 TRAIN_WINDOW = 10
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass
@@ -124,9 +124,11 @@ def read_metrics(path: Path, problems: list[str]) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     lines = path.read_bytes().splitlines()
-    try:  # fast path: one parse of the whole file as a JSON array
-        rows = json.loads(b"[" + b",".join(line for line in lines if line.strip()) + b"]", object_hook=_decode)
-        return [r for r in rows if isinstance(r, dict)]
+    filled = [line for line in lines if line.strip()]
+    try:  # fast path: one parse of the whole file as a JSON array, kept only if each line gave one object
+        rows = json.loads(b"[" + b"\n,".join(filled) + b"]", object_hook=_decode)  # \n: no string spans lines
+        if len(rows) == len(filled) and all(isinstance(r, dict) for r in rows):
+            return rows
     except ValueError:
         pass
     rows = []
@@ -141,6 +143,8 @@ def read_metrics(path: Path, problems: list[str]) -> list[dict[str, Any]]:
             continue
         if isinstance(row, dict):
             rows.append(row)
+        else:
+            problems.append(f"metrics.jsonl line {number} holds a {type(row).__name__}, not a row; skipped")
     return rows
 
 
@@ -157,7 +161,7 @@ def _read(path: Path, parse, problems: list[str]) -> Any:
 def load_run(path: Path) -> Run:
     """Read one run folder; never raises for broken content (the problems are recorded on the run)."""
     problems: list[str] = []
-    config = _read(path / "config.yaml", lambda b: yaml.load(b, Loader=_YAML_LOADER), problems)
+    config = _read(path / "config.yaml", lambda b: yaml.load(b, Loader=YAML_LOADER), problems)
     if not isinstance(config, dict):
         problems.append("no readable config.yaml: this run cannot be grouped")
         config = {}
