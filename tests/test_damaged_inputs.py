@@ -164,10 +164,20 @@ def id_beyond_the_dictionary(folder: Path) -> Path:
     return Path(f"{prefix}.bin")
 
 
+def size_without_its_offsets(folder: Path) -> Path:
+    index = folder / "train.de-en.en.idx"
+    raw = bytearray(index.read_bytes())
+    size = struct.unpack_from("<i", raw, 26 + 4 * 3)[0]
+    struct.pack_into("<i", raw, 26 + 4 * 3, size - 1)  # sentence 3 one token shorter: it used to read so
+    index.write_bytes(bytes(raw))
+    return index
+
+
 @pytest.mark.parametrize(
     "damage, expected",
     [
         (cut_index, r"claims 200 sentences \(2426 bytes\) but has 2386 bytes"),
+        (size_without_its_offsets, r"holds sentence sizes and offsets that disagree"),
         (index_claims_a_million, r"claims 1000000 sentences \(12000026 bytes\) but has 2426 bytes"),
         (negative_int16_id, r"holds token ids outside its dictionary's 0\.\.\d+ \(-1\)"),
         (id_beyond_the_dictionary, r"holds token ids outside its dictionary's 0\.\.\d+ \(60000\)"),
@@ -192,6 +202,11 @@ def test_dict_overwrite_flag_is_honoured_as_fairseq_does_and_a_repeat_without_it
     path.write_text("hallo 5\nwelt 3\nhallo 2\n")
     with pytest.raises(CorruptFile, match=rf"{path} line 3: symbol 'hallo' is listed twice.*#fairseq:overwrite"):
         Dictionary.load(path)
+    path.write_text("hallo 5\n\n")  # fairseq refuses an empty line too
+    with pytest.raises(CorruptFile, match=rf"{path} line 2: '' is not '<symbol> <count> \[#fairseq:overwrite\]'"):
+        Dictionary.load(path)
+    path.write_text("hallo\x0bwelt 5\n")  # only newlines end a line (fairseq's readlines), not \x0b
+    assert Dictionary.load(path).symbols[4:] == ["hallo\x0bwelt"]
 
 
 # -- 13. fairseq checkpoint import ---------------------------------------------------------------------------------

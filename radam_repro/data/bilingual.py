@@ -98,11 +98,12 @@ class Dictionary:
         """
         symbols, counts = list(SPECIAL_SYMBOLS), [0] * len(SPECIAL_SYMBOLS)
         seen = set(symbols)
-        try:  # lines as fairseq's readlines() splits them: universal newlines only (str.splitlines also splits at \x0b)
-            lines = Path(path).read_text(encoding="utf-8").removesuffix("\n").split("\n")
+        try:  # as fairseq: readlines() splits at newlines only (str.splitlines would also split at \x0b, \x85, ...)
+            with open(path, encoding="utf-8") as f:
+                lines = f.readlines()
         except UnicodeDecodeError as e:
             raise CorruptFile(path, f"{path} is not UTF-8 text ({e}); it is not a fairseq dict.<lang>.txt") from None
-        for number, line in enumerate(lines if lines != [""] else [], 1):
+        for number, line in enumerate(lines, 1):
             try:
                 symbol, field = line.rstrip().rsplit(" ", 1)
                 overwrite = field == "#fairseq:overwrite"
@@ -111,7 +112,7 @@ class Dictionary:
                 count = int(field)
             except ValueError:
                 raise CorruptFile(
-                    path, f"{path} line {number}: {line[:80]!r} is not '<symbol> <count> [#fairseq:overwrite]'"
+                    path, f"{path} line {number}: {line.rstrip()[:80]!r} is not '<symbol> <count> [#fairseq:overwrite]'"
                 ) from None
             if symbol in seen and not overwrite:
                 raise CorruptFile(

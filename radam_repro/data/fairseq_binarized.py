@@ -78,21 +78,19 @@ def read_indexed(prefix: Path, vocab_size: int | None = None) -> TokenizedText:
     dtype = np.dtype(DTYPES[code])
     sizes = np.frombuffer(index, np.int32, n, HEADER).astype(np.int64)
     pointers = np.frombuffer(index, np.int64, n, HEADER + 4 * n)
-    ends = pointers + sizes * dtype.itemsize
-    if n and (sizes.min() < 0 or pointers.min() < 0 or (pointers % dtype.itemsize).any()):
-        raise CorruptFile(idx, f"{idx} holds negative or misaligned sentence sizes or offsets: it is damaged; {REDO}")
-    expected, actual = int(ends.max()) if n else 0, bin_path.stat().st_size
+    ends = np.cumsum(sizes) * dtype.itemsize
+    if n and (sizes.min() < 0 or not np.array_equal(pointers, ends - sizes * dtype.itemsize)):
+        raise CorruptFile(
+            idx, f"{idx} holds sentence sizes and offsets that disagree (fairseq writes them back to back): {REDO}"
+        )
+    expected, actual = int(ends[-1]) if n else 0, bin_path.stat().st_size
     if actual != expected:
         raise CorruptFile(
             bin_path,
             f"{bin_path} has {actual} bytes but its index {idx} describes {expected}: one of the two is cut short, "
             f"damaged or from another run; {REDO}",
         )
-    data = np.fromfile(bin_path, dtype=dtype)
-    starts = pointers // dtype.itemsize
-    if not np.array_equal(starts, np.concatenate([[0], np.cumsum(sizes)[:-1]])):  # not back to back: gather
-        data = np.concatenate([data[s : s + k] for s, k in zip(starts, sizes)]) if n else data[:0]
-    tokens = data[: int(sizes.sum())]
+    tokens = np.fromfile(bin_path, dtype=dtype)
     limit = np.iinfo(np.int32).max + 1 if vocab_size is None else vocab_size
     valid = (tokens >= 0) & (tokens < limit)
     if dtype.kind == "f":  # fairseq's float64 codes: ids must still be whole numbers
