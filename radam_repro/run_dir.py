@@ -25,7 +25,6 @@ import os
 import shutil
 import time
 import uuid
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from radam_repro.errors import CorruptFile
+from radam_repro.errors import CorruptFile, check_zip, kind_of
 from radam_repro.folder_lock import LEASE_S, FolderLock, RunFolderInUse
 
 __all__ = ["CHECKPOINT_KEYS", "YAML_LOADER", "RunDir", "RunFolderInUse", "atomic_write", "strict_json"]
@@ -171,8 +170,9 @@ class RunDir:
         except (yaml.YAMLError, ValueError) as e:
             raise CorruptFile(path, f"{path} is unreadable ({e}); start afresh with trainer.resume=false") from None
         if not isinstance(config, dict):
-            kind = "nothing" if config is None else f"a {type(config).__name__}"
-            raise CorruptFile(path, f"{path} holds {kind}, not a config; start afresh with trainer.resume=false")
+            raise CorruptFile(
+                path, f"{path} holds {kind_of(config)}, not a config; start afresh with trainer.resume=false"
+            )
         return config
 
     def write_summary(self, **summary: Any) -> None:
@@ -181,9 +181,7 @@ class RunDir:
     def read_summary(self) -> dict[str, Any] | None:
         summary, path = self.read_json("summary.json"), self.path / "summary.json"
         if path.exists() and not isinstance(summary, dict):
-            raise CorruptFile(
-                path, f"{path} holds a {type(summary).__name__}, not an object; delete it to start afresh"
-            )
+            raise CorruptFile(path, f"{path} holds {kind_of(summary)}, not an object; delete it to start afresh")
         return summary
 
     # -- metrics ----------------------------------------------------------------------------
@@ -230,14 +228,10 @@ class RunDir:
         errors = []
         for path in filter(Path.exists, candidates):
             try:
-                with zipfile.ZipFile(
-                    path
-                ) as archive:  # torch.save's zip records a CRC-32 per member; torch never checks it
-                    if (damaged := archive.testzip()) is not None:
-                        raise ValueError(f"{damaged} fails its CRC-32 check (the file is damaged)")
+                check_zip(path)
                 state = torch.load(path, map_location=map_location, weights_only=True)
-                if missing := [key for key in CHECKPOINT_KEYS if key not in state]:
-                    raise KeyError(f"no {', '.join(missing)}")
+                if not isinstance(state, dict) or (missing := [k for k in CHECKPOINT_KEYS if k not in state]):
+                    raise KeyError(f"not a checkpoint: no {', '.join(missing) if isinstance(state, dict) else 'dict'}")
             except Exception as e:  # noqa: BLE001 - truncated, damaged, or Python objects weights_only refuses
                 errors.append(f"{path}: {type(e).__name__}: {str(e).strip()[:200]}".splitlines()[0])
                 print(f"[radam_repro] skipping unloadable checkpoint {errors[-1]}", flush=True)

@@ -4,31 +4,36 @@ Each property writes a valid file with the project's own writer, damages it (cut
 inserted junk or JSON-like fragments, a spliced copy of its own bytes, deleted bytes; or a valid file of
 another shape) and asserts that the reader either returns what the file means or refuses it with
 :class:`~radam_repro.errors.CorruptFile` naming the file. The report's readers never raise: they list the
-problem, naming the file, on the run. Examples per property: the ``default`` profile (tests/conftest.py),
-or ``HYPOTHESIS_PROFILE=slow`` for many more.
+problem, naming the file, on the run. Examples per property: 30 fixed ones in the default suite (the ``fast``
+profile, tests/conftest.py); 1000 random ones under the ``slow`` marker or with ``HYPOTHESIS_PROFILE=slow``.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import pickle
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import ROOT
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
-from test_damaged_inputs import write_indexed
+from test_damaged_inputs import exported, tiny_model, write_indexed
 
 from radam_repro.data.bilingual import Dictionary
 from radam_repro.data.cifar import read_batch
 from radam_repro.data.fairseq_binarized import read_indexed
 from radam_repro.errors import CorruptFile
+from radam_repro.models import fairseq_checkpoint
 from radam_repro.report.aggregate import flatten, is_run_specific
 from radam_repro.report.runs import load_run
 from radam_repro.run_dir import YAML_LOADER, RunDir
@@ -308,6 +313,27 @@ def test_latest_checkpoint_loads_exactly_or_is_refused_by_name(run_folder, tmp_p
         assert used == path and equal(state, original)
 
 
+@pytest.fixture(scope="module")
+def fairseq_export(tmp_path_factory) -> tuple[Path, dict]:
+    """A tiny Transformer exported as a fairseq checkpoint (task.init_from reads such files) and its weights."""
+    model = tiny_model(24, 32)
+    return exported(tmp_path_factory.mktemp("export") / "checkpoint_last.pt", model), model.state_dict()
+
+
+@settings(suppress_health_check=FIXTURES)
+@given(data=st.data())
+def test_fairseq_checkpoints_import_exactly_or_are_refused_by_name(fairseq_export, tmp_path_factory, data):
+    source, weights = fairseq_export
+    path = tmp_path_factory.mktemp("export-damaged") / source.name
+    path.write_bytes(data.draw(damage_of(source.read_bytes())))
+    try:
+        model = fairseq_checkpoint.load_model(path)
+    except CorruptFile as error:
+        assert str(path) in str(error)
+    else:
+        assert equal(model.state_dict(), weights)
+
+
 # -- CIFAR-10 python batches -------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cifar_batch(tmp_path_factory) -> Path:
@@ -393,3 +419,18 @@ def test_fairseq_dictionaries_read_line_by_line_or_are_refused_by_name(tmp_path_
         lines = lines if bad else []  # fairseq reads lines as text files do: universal newlines, nothing else
         assert len(dictionary) == 4 + len(lines) and dictionary.symbols[:4] == ["<s>", "<pad>", "</s>", "<unk>"]
         assert all(line.rstrip().startswith(symbol) for line, symbol in zip(lines, dictionary.symbols[4:]))
+
+
+# -- the deeper search: every property above with the "slow" profile (1000 random examples each) ----------------------
+@pytest.mark.slow
+def test_every_reader_property_holds_for_1000_random_examples(tmp_path):
+    env = {**os.environ, "HYPOTHESIS_PROFILE": "slow", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", __file__, "-q", "-m", "not slow", "-p", "no:cacheprovider"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert proc.returncode == 0, proc.stdout[-5000:]

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from radam_repro.errors import CorruptFile
+from radam_repro.errors import CorruptFile, check_zip
 from radam_repro.models.transformer import Transformer, TransformerConfig
 
 SAFE_GLOBALS = [argparse.Namespace]
@@ -53,8 +53,10 @@ FAIRSEQ_VERSION = torch.tensor([3.0])  # fairseq's TransformerEncoder/Decoder st
 def load(path: str | Path) -> dict[str, Any]:
     """A fairseq checkpoint, read with ``weights_only=True`` and only :data:`SAFE_GLOBALS` allowed.
 
-    A file that does not load that way, or holds no ``model`` mapping of tensors, is :class:`CorruptFile`.
+    A file that fails its zip CRC-32s, does not load that way, or holds no ``model`` mapping of tensors, is
+    :class:`CorruptFile`.
     """
+    check_zip(path)
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)

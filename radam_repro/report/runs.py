@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from radam_repro.errors import kind_of
 from radam_repro.folder_lock import lock_state
 from radam_repro.run_dir import YAML_LOADER
 
@@ -144,7 +145,7 @@ def read_metrics(path: Path, problems: list[str]) -> list[dict[str, Any]]:
         if isinstance(row, dict):
             rows.append(row)
         else:
-            problems.append(f"metrics.jsonl line {number} holds a {type(row).__name__}, not a row; skipped")
+            problems.append(f"metrics.jsonl line {number} holds {kind_of(row)}, not a row; skipped")
     return rows
 
 
@@ -171,8 +172,7 @@ def load_run(path: Path) -> Run:
     unreadable = len(problems)
     summary = _read(path / "summary.json", lambda b: json.loads(b, object_hook=_decode), problems)
     if (path / "summary.json").is_file() and not isinstance(summary, dict) and len(problems) == unreadable:
-        kind = "null" if summary is None else f"a {type(summary).__name__}"
-        problems.append(f"summary.json holds {kind}, not an object; ignored")
+        problems.append(f"summary.json holds {kind_of(summary)}, not an object; ignored")
     summary = _checked_summary(summary, problems) if isinstance(summary, dict) else None
     rows = read_metrics(path / "metrics.jsonl", problems)
     if summary and isinstance(summary.get("status"), str):
