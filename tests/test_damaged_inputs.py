@@ -18,7 +18,7 @@ import pytest
 import torch
 from test_trust import cli
 
-from radam_repro.data.bilingual import Dictionary, read_lines
+from radam_repro.data.bilingual import Dictionary, load_bilingual, read_lines
 from radam_repro.data.fairseq_binarized import DTYPES, MAGIC, load_data_bin, read_indexed
 from radam_repro.errors import CorruptFile
 from radam_repro.models import fairseq_checkpoint
@@ -209,6 +209,15 @@ def test_dict_overwrite_flag_is_honoured_as_fairseq_does_and_a_repeat_without_it
     assert Dictionary.load(path).symbols[4:] == ["hallo\x0bwelt"]
 
 
+def test_a_text_split_that_is_not_utf8_is_refused_naming_it(iwslt, tmp_path):
+    for name in ("train.de", "train.en", "valid.de", "valid.en", "test.de", "test.en"):
+        (tmp_path / name).write_text("".join(line + "\n" for line in read_lines(iwslt / f"valid.{name[-2:]}")[:20]))
+    (tmp_path / "valid.en").write_bytes((tmp_path / "valid.en").read_bytes() + b"caf\xe9 .\n")  # Latin-1, not UTF-8
+    with pytest.raises(CorruptFile, match=rf"{tmp_path / 'valid.en'} is not UTF-8 text") as error:
+        load_bilingual(tmp_path, "de", "en", cache_dir=tmp_path / "cache")
+    assert error.value.path == tmp_path / "valid.en"
+
+
 # -- 13. fairseq checkpoint import ---------------------------------------------------------------------------------
 def tiny_model(src_vocab: int, tgt_vocab: int, layers: int = 1, **shape) -> Transformer:
     torch.manual_seed(0)
@@ -225,13 +234,9 @@ def exported(path: Path, model: Transformer, drop: str | None = None) -> Path:
     return path
 
 
-@pytest.mark.parametrize(
-    "drop", ["encoder.layers.0.fc1.weight", "decoder.layers.0.self_attn.q_proj.weight", "decoder.layers.0.fc2.bias"]
-)
-def test_init_from_a_checkpoint_without_a_parameter_names_the_file_and_the_key(data_bin, tmp_path, drop):
+def test_init_from_a_checkpoint_without_fc1_names_the_file_and_the_key(data_bin, tmp_path):
     sizes = [len(Dictionary.load(data_bin["dir"] / f"dict.{lang}.txt")) for lang in ("de", "en")]
-    checkpoint = exported(tmp_path / "checkpoint_last.pt", tiny_model(*sizes), drop)
-    key = drop.replace(".weight", "").replace(".bias", "").rsplit(".", 1)[-1]
+    checkpoint = exported(tmp_path / "checkpoint_last.pt", tiny_model(*sizes), "encoder.layers.0.fc1.weight")
     proc = cli(
         *TINY_NMT,
         f"task.data_dir={data_bin['dir']}",
@@ -240,7 +245,23 @@ def test_init_from_a_checkpoint_without_a_parameter_names_the_file_and_the_key(d
         check=False,
     )
     assert proc.returncode != 0 and "KeyError" not in proc.stderr, proc.stderr[-3000:]
-    assert f"fairseq checkpoint {checkpoint}" in proc.stderr and key in proc.stderr, proc.stderr[-3000:]
+    expected = f"fairseq checkpoint {checkpoint}: the checkpoint lacks encoder.layers.0.fc1.weight"
+    assert expected in proc.stderr, proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize(
+    "drop, expected",
+    [
+        ("decoder.layers.1.self_attn.q_proj.weight", r"decoder_layers\.1\.self_attn lack q_proj"),
+        ("decoder.layers.1.fc2.bias", r'Missing key\(s\) in state_dict: "decoder_layers\.1\.ffn\.fc2\.bias"'),
+    ],
+)
+def test_a_checkpoint_without_any_parameter_names_the_file_and_the_key(tmp_path, drop, expected):
+    """What ``task.init_from`` calls (fairseq_checkpoint.initialise), for a parameter of a later layer."""
+    checkpoint = exported(tmp_path / "checkpoint_last.pt", tiny_model(40, 48, layers=2), drop)
+    with pytest.raises(CorruptFile, match=rf"fairseq checkpoint {checkpoint}.*{expected}") as error:
+        fairseq_checkpoint.initialise(tiny_model(40, 48, layers=2), checkpoint)
+    assert error.value.path == checkpoint
 
 
 def test_the_intact_checkpoint_loads_with_the_same_weights(tmp_path):

@@ -204,8 +204,14 @@ class BilingualData:
 
 
 def read_lines(path: Path) -> list[str]:
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f]
+    """The lines of a UTF-8 text file; :class:`CorruptFile` naming it if it is not UTF-8."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [line.rstrip("\n") for line in f]
+    except UnicodeDecodeError as e:
+        raise CorruptFile(
+            path, f"{path} is not UTF-8 text ({e}); restore it or re-run the preparation script"
+        ) from None
 
 
 def check_files(data_dir: Path, names: list[str], how_to_prepare: str) -> None:
