@@ -13,8 +13,9 @@ umask, so a killed run never leaves a half-written JSON or checkpoint; temporary
 behind are removed when the next run takes the folder. JSON is strict (RFC 8259): a non-finite number is
 written as the string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``. metrics.jsonl is append-only; a resumed
 run cuts it back to its length at the checkpoint. Checkpoints hold only tensors and plain containers and
-load with ``torch.load(weights_only=True)``; each ``step_*.pt`` is a file of its own, so a damaged
-``latest.pt`` falls back to the newest readable one.
+load with ``torch.load(weights_only=True)`` after their zip CRC-32s are checked; each ``step_*.pt`` is a file of
+its own, so a damaged ``latest.pt`` falls back to the newest readable one. A file that cannot be read as what it
+should be raises :class:`~radam_repro.errors.CorruptFile`, naming it.
 """
 
 from __future__ import annotations

@@ -16,13 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_transformer
 from test_trust import cli
 
 from radam_repro.data.bilingual import Dictionary, load_bilingual, read_lines
 from radam_repro.data.fairseq_binarized import DTYPES, MAGIC, load_data_bin, read_indexed
 from radam_repro.errors import CorruptFile
 from radam_repro.models import fairseq_checkpoint
-from radam_repro.models.transformer import Transformer, TransformerConfig
+from radam_repro.models.transformer import Transformer
 from radam_repro.tasks.translation import average_checkpoints
 
 SENTENCES = 200
@@ -219,10 +220,9 @@ def test_a_text_split_that_is_not_utf8_is_refused_naming_it(iwslt, tmp_path):
 
 
 # -- 13. fairseq checkpoint import ---------------------------------------------------------------------------------
-def tiny_model(src_vocab: int, tgt_vocab: int, layers: int = 1, **shape) -> Transformer:
-    torch.manual_seed(0)
-    arch = dict(d_model=32, ffn_dim=64, heads=4, encoder_layers=layers, decoder_layers=layers) | shape
-    return Transformer(TransformerConfig(src_vocab_size=src_vocab, tgt_vocab_size=tgt_vocab, **arch))
+def one_layer(src_vocab: int, tgt_vocab: int) -> Transformer:
+    """The Transformer of TINY_NMT on dictionaries of these sizes."""
+    return tiny_transformer(src_vocab_size=src_vocab, tgt_vocab_size=tgt_vocab, encoder_layers=1, decoder_layers=1)
 
 
 def exported(path: Path, model: Transformer, drop: str | None = None) -> Path:
@@ -236,7 +236,7 @@ def exported(path: Path, model: Transformer, drop: str | None = None) -> Path:
 
 def test_init_from_a_checkpoint_without_fc1_names_the_file_and_the_key(data_bin, tmp_path):
     sizes = [len(Dictionary.load(data_bin["dir"] / f"dict.{lang}.txt")) for lang in ("de", "en")]
-    checkpoint = exported(tmp_path / "checkpoint_last.pt", tiny_model(*sizes), "encoder.layers.0.fc1.weight")
+    checkpoint = exported(tmp_path / "checkpoint_last.pt", one_layer(*sizes), "encoder.layers.0.fc1.weight")
     proc = cli(
         *TINY_NMT,
         f"task.data_dir={data_bin['dir']}",
@@ -258,22 +258,22 @@ def test_init_from_a_checkpoint_without_fc1_names_the_file_and_the_key(data_bin,
 )
 def test_a_checkpoint_without_any_parameter_names_the_file_and_the_key(tmp_path, drop, expected):
     """What ``task.init_from`` calls (fairseq_checkpoint.initialise), for a parameter of a later layer."""
-    checkpoint = exported(tmp_path / "checkpoint_last.pt", tiny_model(40, 48, layers=2), drop)
+    checkpoint = exported(tmp_path / "checkpoint_last.pt", tiny_transformer(), drop)
     with pytest.raises(CorruptFile, match=rf"fairseq checkpoint {checkpoint}.*{expected}") as error:
-        fairseq_checkpoint.initialise(tiny_model(40, 48, layers=2), checkpoint)
+        fairseq_checkpoint.initialise(tiny_transformer(), checkpoint)
     assert error.value.path == checkpoint
 
 
 def test_the_intact_checkpoint_loads_with_the_same_weights(tmp_path):
-    model = tiny_model(40, 48)
+    model = tiny_transformer()
     loaded = fairseq_checkpoint.load_model(exported(tmp_path / "checkpoint.pt", model))
     for name, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], value), name
 
 
 def test_averaging_checkpoints_of_different_shapes_is_refused_naming_file_and_key(tmp_path):
-    first = exported(tmp_path / "a.pt", tiny_model(40, 48))
-    second = exported(tmp_path / "b.pt", tiny_model(40, 48, ffn_dim=96))
+    first = exported(tmp_path / "a.pt", tiny_transformer())
+    second = exported(tmp_path / "b.pt", tiny_transformer(ffn_dim=96))
     with pytest.raises(CorruptFile, match=r"b\.pt: encoder_layers\.0\.ffn\.fc1\.weight has shape \[96, 32\] but"):
         fairseq_checkpoint.load_model([first, second])
     # a [64, 1] tensor would broadcast against [64, 32] in a plain sum: our own checkpoints are checked as well

@@ -23,11 +23,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import ROOT
+from conftest import ROOT, tiny_transformer
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
-from test_damaged_inputs import exported, tiny_model, write_indexed
+from test_damaged_inputs import exported, write_indexed
 
 from radam_repro.data.bilingual import Dictionary
 from radam_repro.data.cifar import read_batch
@@ -316,7 +316,7 @@ def test_latest_checkpoint_loads_exactly_or_is_refused_by_name(run_folder, tmp_p
 @pytest.fixture(scope="module")
 def fairseq_export(tmp_path_factory) -> tuple[Path, dict]:
     """A tiny Transformer exported as a fairseq checkpoint (task.init_from reads such files) and its weights."""
-    model = tiny_model(24, 32)
+    model = tiny_transformer()
     return exported(tmp_path_factory.mktemp("export") / "checkpoint_last.pt", model), model.state_dict()
 
 
