@@ -1,6 +1,6 @@
 """How long the report takes to read and aggregate many run folders (target: 1,000 folders < 10 s).
 
-Builds synthetic run folders (the run-folder contract in README.md: config.yaml, meta.json, metrics.jsonl,
+Builds synthetic run folders (the run-folder contract, radam_repro/run_folder.py: config.yaml, meta.json, metrics.jsonl,
 summary.json) in a temporary folder, then times, in the same process:
 
 * reference: reading every file and parsing it (json.loads of every metrics line and JSON file,
@@ -26,6 +26,7 @@ import yaml
 from radam_repro.report.aggregate import aggregate
 from radam_repro.report.runs import find_run_dirs, load_runs
 from radam_repro.report.tables import load_paper, write_tables
+from radam_repro.run_folder import CONFIG_FILE, META_FILE, METRICS_FILE, SUMMARY_FILE, Status
 
 VARIANTS = ("adam", "adam_warmup", "adam_2k", "adam_eps", "radam", "sgd")
 LRS = (0.1, 0.03, 0.01, 0.003)
@@ -84,8 +85,8 @@ def config(variant: str, lr: float, seed: int) -> dict:
 
 def write_synthetic_run(folder: Path, variant: str, lr: float, seed: int, rows: int, rng: random.Random) -> None:
     folder.mkdir(parents=True)
-    (folder / "config.yaml").write_text(yaml.safe_dump(config(variant, lr, seed)))
-    (folder / "meta.json").write_text(json.dumps({"seed": seed, "versions": {"torch": "2.x"}, "host": "bench"}))
+    (folder / CONFIG_FILE).write_text(yaml.safe_dump(config(variant, lr, seed)))
+    (folder / META_FILE).write_text(json.dumps({"seed": seed, "versions": {"torch": "2.x"}, "host": "bench"}))
     lines = []
     for i in range(1, rows + 1):
         step = 20 * i
@@ -107,10 +108,10 @@ def write_synthetic_run(folder: Path, variant: str, lr: float, seed: int, rows: 
                     "acc": rng.random(),
                 }
             )
-    (folder / "metrics.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in lines))
+    (folder / METRICS_FILE).write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in lines))
     acc = 0.9 + 0.01 * rng.random()
-    status = "diverged" if rng.random() < 0.02 else "completed"
-    (folder / "summary.json").write_text(
+    status = Status.DIVERGED if rng.random() < 0.02 else Status.COMPLETED
+    (folder / SUMMARY_FILE).write_text(
         json.dumps(
             {
                 "status": status,
@@ -133,10 +134,10 @@ def read_every_file(root: Path) -> int:
     """The reference: parse every file of every run once (no interpretation)."""
     parsed = 0
     for folder in find_run_dirs([root]):
-        yaml.load((folder / "config.yaml").read_bytes(), Loader=YAML_LOADER)
-        for name in ("meta.json", "summary.json"):
+        yaml.load((folder / CONFIG_FILE).read_bytes(), Loader=YAML_LOADER)
+        for name in (META_FILE, SUMMARY_FILE):
             json.loads((folder / name).read_bytes())
-        with (folder / "metrics.jsonl").open("rb") as f:
+        with (folder / METRICS_FILE).open("rb") as f:
             for line in f:
                 json.loads(line)
                 parsed += 1

@@ -13,7 +13,6 @@ drift of the machine's speed cancels). Prints the ratio harness / bare (target <
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -24,6 +23,7 @@ from hydra import compose, initialize_config_dir
 
 from radam_repro import optim, tasks
 from radam_repro.__main__ import register  # noqa: F401 - registers the config schema and resolvers
+from radam_repro.run_folder import METRICS_FILE, parse_strict_json
 from radam_repro.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,7 +93,8 @@ def main() -> None:
             # wall_s includes task build and the final evaluation; both cancel in the difference
             walls[n] = summary["wall_s"]
         harness = (walls[args.short + args.steps] - walls[args.short]) / args.steps
-        rows = [json.loads(line) for line in (Path(tmp) / f"run{args.short + args.steps}" / "metrics.jsonl").open()]
+        metrics = Path(tmp) / f"run{args.short + args.steps}" / METRICS_FILE
+        rows = [parse_strict_json(line) for line in metrics.open()]
     bare_after = bare_step_time(compose_cfg(base), args.steps, device)
     bare = (bare_before + bare_after) / 2
     print(f"device={device}, threads={torch.get_num_threads()}, ResNet-20 batch {args.batch}, RAdam")

@@ -1,32 +1,42 @@
-"""Hydra callbacks: after a sweep, a table of every cell and the report's figures in the sweep folder."""
+"""Hydra callbacks: after a sweep, a table of every cell and the report's figures in the sweep folder.
+
+Hydra hands the callback to every job of a sweep, so this module imports the report only inside its functions:
+a training process never loads it.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from radam_repro.report.runs import Run, load_runs
-from radam_repro.report.tables import Solved
+from radam_repro.run_folder import Status, headline_metrics
 
-COLUMNS = ("train/loss", "valid/loss", "valid/acc", "test/acc", "test/bleu", "valid/ppl", "test/ppl")
+if TYPE_CHECKING:
+    from radam_repro.report.runs import Run
+    from radam_repro.report.tables import Solved
 
 
 def sweep_table(sweep_dir: Path, solved: Solved | None = None) -> str:
-    """One Markdown row per run folder under ``sweep_dir``: variant, seed, status, final metrics (and solved)."""
+    """One Markdown row per run folder under ``sweep_dir``: variant, seed, status, final metrics (and solved).
+
+    The metrics: the training loss, then the headline metrics (radam_repro.run_folder.METRICS) the runs report.
+    """
+    from radam_repro.report.runs import load_runs
+
     runs = sorted(load_runs([sweep_dir]), key=lambda r: (str(r.variant), str(r.seed)))
     finals = [run.final() for run in runs]
-    columns = [c for c in COLUMNS if any(f.get(c) is not None for f in finals)]
+    columns = [c for c in ("train/loss", *headline_metrics()) if any(f.get(c) is not None for f in finals)]
     solved_column = [f"solved ({solved})"] if solved else []
     lines = [
         "| variant | seed | status | " + " | ".join(columns + solved_column) + " |",
         "|---|---|---|" + "---|" * (len(columns) + len(solved_column)),
     ]
     for run, final in zip(runs, finals):
-        status = f"diverged@{run.summary.get('diverged_step')}" if run.status == "diverged" else run.status
+        status = f"diverged@{run.summary.get('diverged_step')}" if run.status == Status.DIVERGED else run.status
         cells = [f"{final[c]:.4g}" if isinstance(final.get(c), (int, float)) else "" for c in columns]
         cells += ["yes" if solved(run) else "no"] if solved else []
         lines.append(f"| {run.variant} | {run.seed} | {status} | " + " | ".join(cells) + " |")
@@ -55,19 +65,24 @@ class SweepReport(Callback):
     """
 
     def __init__(self, figures: bool = True, solved: str | None = None, legend: str | None = None) -> None:
+        from radam_repro.report.tables import Solved
+
         self.figures = figures
-        self.solved = Solved.parse(solved) if solved else None
+        self.solved = str(Solved.parse(solved)) if solved else None  # checked now, kept as text (see the module)
         self.legend = legend
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from radam_repro.report.__main__ import main as report
+        from radam_repro.report.runs import load_runs
+        from radam_repro.report.tables import Solved
+
         sweep_dir = Path(config.hydra.sweep.dir)
-        table = sweep_table(sweep_dir, self.solved)
-        if self.solved:
-            table = solved_line(load_runs([sweep_dir]), self.solved, self.legend) + "\n\n" + table
+        solved = Solved.parse(self.solved) if self.solved else None
+        table = sweep_table(sweep_dir, solved)
+        if solved:
+            table = solved_line(load_runs([sweep_dir]), solved, self.legend) + "\n\n" + table
         (sweep_dir / "table.md").write_text(table + "\n")
         print(f"\n{table}\n")
-        from radam_repro.report.__main__ import main as report
-
         args = [str(sweep_dir), "--out", str(sweep_dir / "report")] + ([] if self.figures else ["--no-figures"])
         args += ["--solved", str(self.solved)] if self.solved else []
         out = report(args)

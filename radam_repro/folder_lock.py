@@ -25,6 +25,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from radam_repro.run_folder import LOCK_FILE
+
 LEASE_S = 300.0  # default lease: a lock untouched for this long belongs to a dead process
 BREAKER_STALE_S = 10.0  # the breaker is held for microseconds; older means its holder died there
 
@@ -172,5 +174,5 @@ class FolderLock:
 
 def lock_state(folder: Path) -> Owner | None:
     """The live owner of ``folder``'s lock, or None when it has none or its owner is gone."""
-    owner = read_owner(Path(folder) / ".lock")
+    owner = read_owner(Path(folder) / LOCK_FILE)
     return owner if owner is not None and owner.alive() else None

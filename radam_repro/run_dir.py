@@ -1,17 +1,8 @@
-"""The run folder: the contract between training, sweeps and reports (README.md, "Runs, resume and sweeps").
-
-::
-
-    <run>/config.yaml     resolved config            <run>/meta.json     versions, git commit, seed, host
-    <run>/metrics.jsonl   one JSON object per point  <run>/histograms/   log|g|, log|m|, log|v| histograms
-    <run>/checkpoints/    latest.pt + step_*.pt      <run>/summary.json  status, step, final/best metrics
-    <run>/.lock           its owner (host, pid) and lease while a process runs it (radam_repro/folder_lock.py)
-    <run>/previous-<time>/  an earlier run's files, moved aside by trainer.resume=false
+"""Training's writer of the run folder (its layout, status names and JSON codec: :mod:`radam_repro.run_folder`).
 
 Every file is written atomically (a temporary name in the same folder, then a rename) with the user's
 umask, so a killed run never leaves a half-written JSON or checkpoint; temporary files a killed run left
-behind are removed when the next run takes the folder. JSON is strict (RFC 8259): a non-finite number is
-written as the string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``. metrics.jsonl is append-only; a resumed
+behind are removed when the next run takes the folder. metrics.jsonl is append-only; a resumed
 run cuts it back to its length at the checkpoint. Checkpoints hold only tensors and plain containers and
 load with ``torch.load(weights_only=True)`` after their zip CRC-32s are checked; each ``step_*.pt`` is a file of
 its own, so a damaged ``latest.pt`` falls back to the newest readable one. A file that cannot be read as what it
@@ -20,8 +11,6 @@ should be raises :class:`~radam_repro.errors.CorruptFile`, naming it.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import shutil
 import time
@@ -31,16 +20,29 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from radam_repro.errors import CorruptFile, check_zip, kind_of
 from radam_repro.folder_lock import LEASE_S, FolderLock, RunFolderInUse
+from radam_repro.run_folder import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    HISTOGRAM_DIR,
+    LATEST_CHECKPOINT,
+    LOCK_FILE,
+    METRICS_FILE,
+    PREVIOUS_PREFIX,
+    STEP_PREFIX,
+    SUMMARY_FILE,
+    parse_strict_json,
+    step_file,
+    step_of,
+    strict_json,
+)
 
-__all__ = ["CHECKPOINT_KEYS", "YAML_LOADER", "RunDir", "RunFolderInUse", "atomic_write", "strict_json"]
+__all__ = ["CHECKPOINT_KEYS", "RunDir", "RunFolderInUse", "atomic_write"]
 # What a checkpoint holds (train.Loop.save): a loadable file without one of them is damaged.
 CHECKPOINT_KEYS = ("step", "best", "wall_s", "metrics_bytes", "model", "optimizer", "scheduler", "scaler", "ranks")
-YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # one parser for config.yaml: libyaml when built
 
 
 def atomic_write(path: Path, data: bytes | str | Callable[[Any], None]) -> None:
@@ -63,21 +65,6 @@ def atomic_write(path: Path, data: bytes | str | Callable[[Any], None]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return "NaN" if math.isnan(obj) else ("Infinity" if obj > 0 else "-Infinity")
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
-def strict_json(obj: Any, **kwargs: Any) -> str:
-    """JSON without bare NaN/Infinity: non-finite floats become the strings "NaN", "Infinity", "-Infinity"."""
-    return json.dumps(_finite(obj), allow_nan=False, default=str, **kwargs)
 
 
 class _Writes:
@@ -114,14 +101,14 @@ class RunDir:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
-        self.checkpoints = self.path / "checkpoints"
-        self.histograms = self.path / "histograms"
-        self.metrics_path = self.path / "metrics.jsonl"
+        self.checkpoints = self.path / CHECKPOINT_DIR
+        self.histograms = self.path / HISTOGRAM_DIR
+        self.metrics_path = self.path / METRICS_FILE
 
     # -- ownership -------------------------------------------------------------------------
     def lock(self, lease_s: float = LEASE_S) -> FolderLock:
         """Own the folder for the duration; a live owner makes this raise :class:`RunFolderInUse`."""
-        return FolderLock(self.path / ".lock", lease_s)
+        return FolderLock(self.path / LOCK_FILE, lease_s)
 
     def remove_orphans(self) -> None:
         """Temporary files left by a killed writer (call while holding the lock)."""
@@ -131,15 +118,17 @@ class RunDir:
 
     def move_aside(self) -> Path | None:
         """Move an earlier run's files into ``previous-<time>/`` (Hydra's .hydra/ and *.log of this launch stay)."""
-        entries = [p for p in self.path.iterdir() if not (p.name.startswith((".", "previous-")) or p.suffix == ".log")]
+        entries = [
+            p for p in self.path.iterdir() if not (p.name.startswith((".", PREVIOUS_PREFIX)) or p.suffix == ".log")
+        ]
         if not entries:
             return None
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        dest = self.path / f"previous-{stamp}"
+        dest = self.path / f"{PREVIOUS_PREFIX}{stamp}"
         for n in range(1, 1000):
             if not dest.exists():
                 break
-            dest = self.path / f"previous-{stamp}-{n}"
+            dest = self.path / f"{PREVIOUS_PREFIX}{stamp}-{n}"
         dest.mkdir()
         for entry in entries:
             entry.rename(dest / entry.name)
@@ -154,33 +143,18 @@ class RunDir:
         if not path.exists():
             return None
         try:
-            return json.loads(path.read_bytes())
+            return parse_strict_json(path.read_bytes())
         except ValueError as e:  # not JSON, or not text at all (UnicodeDecodeError)
             raise CorruptFile(path, f"{path} is corrupted ({e}); delete it to start this run afresh") from None
 
     def write_config(self, cfg: DictConfig) -> None:
-        atomic_write(self.path / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-
-    def read_config(self) -> dict[str, Any] | None:
-        """The run's config.yaml as a mapping, None without one; :class:`CorruptFile` if it is not a YAML mapping."""
-        path = self.path / "config.yaml"
-        if not path.exists():
-            return None
-        try:
-            config = yaml.load(path.read_bytes(), Loader=YAML_LOADER)
-        except (yaml.YAMLError, ValueError) as e:
-            raise CorruptFile(path, f"{path} is unreadable ({e}); start afresh with trainer.resume=false") from None
-        if not isinstance(config, dict):
-            raise CorruptFile(
-                path, f"{path} holds {kind_of(config)}, not a config; start afresh with trainer.resume=false"
-            )
-        return config
+        atomic_write(self.path / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
 
     def write_summary(self, **summary: Any) -> None:
-        self.write_json("summary.json", summary)
+        self.write_json(SUMMARY_FILE, summary)
 
     def read_summary(self) -> dict[str, Any] | None:
-        summary, path = self.read_json("summary.json"), self.path / "summary.json"
+        summary, path = self.read_json(SUMMARY_FILE), self.path / SUMMARY_FILE
         if path.exists() and not isinstance(summary, dict):
             raise CorruptFile(path, f"{path} holds {kind_of(summary)}, not an object; delete it to start afresh")
         return summary
@@ -202,20 +176,20 @@ class RunDir:
             os.truncate(self.metrics_path, size)
 
     def write_histogram(self, step: int, record: dict[str, Any]) -> None:
-        atomic_write(self.histograms / f"step_{step:07d}.json", strict_json(record) + "\n")
+        atomic_write(self.histograms / step_file(step, ".json"), strict_json(record) + "\n")
 
     # -- checkpoints ------------------------------------------------------------------------
     def step_checkpoints(self) -> list[Path]:
         """The kept ``step_*.pt`` files, oldest first."""
-        return sorted(self.checkpoints.glob("step_*.pt"), key=lambda p: int(p.stem.removeprefix("step_")))
+        return sorted(self.checkpoints.glob(f"{STEP_PREFIX}*.pt"), key=step_of)
 
     def save_checkpoint(self, state: dict[str, Any], step: int, keep: int) -> None:
         """Write ``latest.pt``; keep the last ``keep`` as independent copies ``step_XXXXXXX.pt``."""
-        latest = self.checkpoints / "latest.pt"
+        latest = self.checkpoints / LATEST_CHECKPOINT
         atomic_write(latest, lambda f: _save(state, f))
         if keep > 0:
             with latest.open("rb") as src:
-                atomic_write(self.checkpoints / f"step_{step:07d}.pt", lambda f: shutil.copyfileobj(src, f, 1 << 22))
+                atomic_write(self.checkpoints / step_file(step, ".pt"), lambda f: shutil.copyfileobj(src, f, 1 << 22))
             for old in self.step_checkpoints()[:-keep]:
                 old.unlink()
 
@@ -225,7 +199,7 @@ class RunDir:
         latest.pt first, then ``step_*.pt`` newest first; a file that fails its zip CRC-32 check, does not load with
         ``weights_only=True`` or lacks one of :data:`CHECKPOINT_KEYS` is named and skipped.
         """
-        candidates = [self.checkpoints / "latest.pt", *reversed(self.step_checkpoints())]
+        candidates = [self.checkpoints / LATEST_CHECKPOINT, *reversed(self.step_checkpoints())]
         errors = []
         for path in filter(Path.exists, candidates):
             try:

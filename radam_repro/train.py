@@ -31,17 +31,27 @@ from omegaconf import DictConfig, OmegaConf
 
 from radam_repro import distributed, optim, tasks
 from radam_repro.distributed import Ranks
+from radam_repro.errors import CorruptFile, kind_of
 from radam_repro.loggers import Loggers, Silent
 from radam_repro.loggers.statistics import adaptive_lr_row, histogram_record, is_histogram_step
 from radam_repro.optim.schedules import Decay
 from radam_repro.preemption import Preemption
-from radam_repro.report.aggregate import MISSING, flatten, is_run_specific
 from radam_repro.run_dir import RunDir, RunFolderInUse
+from radam_repro.run_folder import (
+    CONFIG_FILE,
+    DONE,
+    META_FILE,
+    MISSING,
+    SUMMARY_FILE,
+    Status,
+    better,
+    flatten,
+    is_run_specific,
+    parse_config,
+    rank_reduction,
+)
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-HIGHER_IS_BETTER = ("acc", "bleu")
-SCORES = ("loss", "nll_loss", "ppl", "acc", "bleu")  # metrics tracked in summary["best"]
-COUNTS = ("ntokens",)  # per-step metrics that add up over DDP ranks; the others are averaged
 
 
 def seed_everything(seed: int) -> None:
@@ -103,14 +113,6 @@ def run_metadata(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     }
 
 
-def better(key: str, new: float, old: float | None) -> bool:
-    if not key.split("/")[-1].startswith(SCORES):
-        return False
-    if old is None or not math.isfinite(old):
-        return math.isfinite(new)
-    return new > old if key.split("/")[-1].startswith(HIGHER_IS_BETTER) else new < old
-
-
 def rows_from_eval(step: int, epoch: float, metrics: dict[str, float]) -> list[dict[str, Any]]:
     """``{"valid/loss": .., "test/acc": ..}`` -> one metrics.jsonl row per split."""
     by_split: dict[str, dict[str, Any]] = {}
@@ -151,13 +153,19 @@ def check_resume_config(cfg: DictConfig, out_dir: Path) -> None:
     """A resumed run must be the folder's run: its config.yaml may differ only in run-specific keys.
 
     Those are the keys the run name leaves out (paths, device, threads, logging cadence, logger:
-    :func:`radam_repro.report.aggregate.is_run_specific`). Raises :class:`ConfigMismatch` listing every
+    :func:`radam_repro.run_folder.is_run_specific`). Raises :class:`ConfigMismatch` listing every
     other difference, before anything in the folder is written; an unreadable config.yaml is :class:`CorruptFile`.
     """
-    path = Path(out_dir) / "config.yaml"
+    path = Path(out_dir) / CONFIG_FILE
     if not cfg.trainer.resume or not path.is_file():
         return
-    old = flatten(RunDir(out_dir).read_config())
+    try:
+        old = parse_config(path.read_bytes())
+    except ValueError as e:  # not YAML, or not UTF-8 text
+        raise CorruptFile(path, f"{path} is unreadable ({e}); start afresh with trainer.resume=false") from None
+    if not isinstance(old, dict):
+        raise CorruptFile(path, f"{path} holds {kind_of(old)}, not a config; start afresh with trainer.resume=false")
+    old = flatten(old)
     new = flatten(OmegaConf.to_container(cfg, resolve=True))
     keys = [k for k in sorted(old.keys() | new.keys()) if not is_run_specific(k)]
     diffs = [
@@ -186,7 +194,7 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         run = RunDir(out_dir)
         with run.lock(cfg.trainer.lock_lease_s) if ranks.is_main else nullcontext():
             prior = ranks.broadcast(_claim(cfg, run) if ranks.is_main else None)
-            if prior and prior.get("status") in ("completed", "diverged"):
+            if prior and prior.get("status") in DONE:
                 if ranks.is_main:
                     print(f"[radam_repro] {run.path} already {prior['status']}; nothing to do")
                 return prior
@@ -226,10 +234,15 @@ def _record_failure(run: RunDir, error: Exception, started: float) -> None:
             **(run.read_summary() or {}),
         }
         run.write_summary(
-            **{**last, "status": "failed", "error": f"{type(error).__name__}: {error}", "wall_s": time.time() - started}
+            **{
+                **last,
+                "status": Status.FAILED,
+                "error": f"{type(error).__name__}: {error}",
+                "wall_s": time.time() - started,
+            }
         )
     except (OSError, ValueError) as e:
-        print(f"[radam_repro] could not record the failure in {run.path / 'summary.json'}: {e}", file=sys.stderr)
+        print(f"[radam_repro] could not record the failure in {run.path / SUMMARY_FILE}: {e}", file=sys.stderr)
 
 
 def _spawn(cfg: DictConfig, run: RunDir) -> dict[str, Any]:
@@ -243,8 +256,8 @@ def _spawn(cfg: DictConfig, run: RunDir) -> dict[str, Any]:
             preemption.stop()
         with suppress(RunFolderInUse), run.lock(cfg.trainer.lock_lease_s):  # unless another live run owns it
             prior = run.read_summary() or {}
-            if prior.get("status") in (None, "running"):
-                run.write_summary(**{**prior, "status": "failed", "error": str(e).strip().splitlines()[-1]})
+            if prior.get("status") in (None, Status.RUNNING):
+                run.write_summary(**{**prior, "status": Status.FAILED, "error": str(e).strip().splitlines()[-1]})
         raise
     finally:
         preemption.restore()
@@ -315,11 +328,11 @@ class Loop:
         cfg, task, ranks, state = self.cfg, self.task, self.ranks, self.restore()
         if ranks.is_main:
             self.folder.write_json(
-                "meta.json",
+                META_FILE,
                 {**run_metadata(cfg, self.device), "world_size": ranks.world, "resumed_from_step": state.step or None},
             )
             self.logs = Loggers(cfg, self.folder)
-        self.summary("running")
+        self.summary(Status.RUNNING)
         train_model = ranks.wrap(self.model)  # DDP over the ranks, or the model itself
         train_model = torch.compile(train_model) if cfg.trainer.compile else train_model
         progress = _progress(cfg, state.step, self.max_steps) if ranks.is_main else None
@@ -399,7 +412,7 @@ class Loop:
             "multiplier": _multiplier(self.optimizer),
             "steps_per_s": (state.step - tick_step) / max(now - tick, 1e-9),
         }
-        reduce = {k: ranks.sum if k in COUNTS else ranks.mean for k in state.extras}
+        reduce = {k: ranks.sum if rank_reduction(k) == "sum" else ranks.mean for k in state.extras}
         row.update({k: reduce[k](torch.stack(v)).mean().item() for k, v in state.extras.items()})
         if state.grad_norms:
             row["grad_norm"] = torch.stack(state.grad_norms).mean().item()
@@ -414,7 +427,7 @@ class Loop:
         self.logs.log([{"step": step, "epoch": step / self.task.steps_per_epoch, "split": "train", "loss": loss}])
         if self.ranks.is_main:
             print(f"[radam_repro] diverged: non-finite loss at step {step}")
-        result = self.summary("diverged", diverged_step=step, final={"train/loss": loss})
+        result = self.summary(Status.DIVERGED, diverged_step=step, final={"train/loss": loss})
         self.logs.finish(result)
         return result
 
@@ -430,11 +443,11 @@ class Loop:
     def finish(self) -> dict[str, Any]:
         """The task's final evaluation on the kept checkpoints, then the ``completed`` summary."""
         if not self.ranks.is_main:
-            return self.summary("completed")  # rank 0 alone runs the final evaluation and writes the result
+            return self.summary(Status.COMPLETED)  # rank 0 alone runs the final evaluation and writes the result
         self.model.eval()
         final = self.task.final_evaluation(self.model, self.folder.path, self.folder.step_checkpoints())
         self.log_eval(final)
-        result = self.summary("completed", final=final)
+        result = self.summary(Status.COMPLETED, final=final)
         self.logs.finish(result)
         return result
 
@@ -463,7 +476,7 @@ class Loop:
                 state.step,
                 self.keep,
             )
-            self.summary("running")
+            self.summary(Status.RUNNING)
 
     def scheduler_state(self) -> dict[str, Any]:
         """LambdaLR's state without the multiplier objects: the schedule is a pure function of the (checked) config."""

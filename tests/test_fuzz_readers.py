@@ -11,7 +11,6 @@ profile, tests/conftest.py); 1000 random ones under the ``slow`` marker or with 
 from __future__ import annotations
 
 import json
-import math
 import os
 import pickle
 import shutil
@@ -34,9 +33,9 @@ from radam_repro.data.cifar import read_batch
 from radam_repro.data.fairseq_binarized import read_indexed
 from radam_repro.errors import CorruptFile
 from radam_repro.models import fairseq_checkpoint
-from radam_repro.report.aggregate import flatten, is_run_specific
 from radam_repro.report.runs import load_run
-from radam_repro.run_dir import YAML_LOADER, RunDir
+from radam_repro.run_dir import RunDir
+from radam_repro.run_folder import flatten, is_run_specific, parse_config, parse_strict_json
 from radam_repro.train import ConfigMismatch, check_resume_config
 
 pytestmark = pytest.mark.filterwarnings("ignore")  # torch/numpy warn about odd inputs on the way to refusing them
@@ -113,13 +112,6 @@ def fresh_copy(run_folder: Path, tmp_path_factory) -> Path:
     return folder
 
 
-NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}  # strict JSON's spellings
-
-
-def strict(obj: dict) -> dict:
-    return {k: NON_FINITE.get(v, v) if isinstance(v, str) else v for k, v in obj.items()}
-
-
 def expected_rows(raw: bytes) -> tuple[list[dict], bool]:
     """What metrics.jsonl means line by line: the rows of lines that are JSON objects; whether another line exists."""
     rows, bad = [], False
@@ -127,7 +119,7 @@ def expected_rows(raw: bytes) -> tuple[list[dict], bool]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line, object_hook=strict)
+            row = parse_strict_json(line)
         except ValueError:
             bad = True
             continue
@@ -174,7 +166,7 @@ def test_summary_json_reads_as_an_object_or_is_refused_by_name(run_folder, tmp_p
     bad = data.draw(damage_of(raw) | other.map(lambda value: json.dumps(value).encode()))
     path.write_bytes(bad)
     try:
-        meaning = json.loads(bad)
+        meaning = parse_strict_json(bad)
     except ValueError:
         meaning = None
     try:
@@ -229,8 +221,8 @@ def test_config_yaml_resumes_only_when_it_means_the_same_config(run_folder, tmp_
     other = (JSON | retyped(CONFIG)).map(lambda value: yaml.safe_dump(value).encode())
     path.write_bytes(bad := data.draw(damage_of(raw) | other))
     try:
-        meaning = yaml.load(bad, Loader=YAML_LOADER)
-    except (yaml.YAMLError, ValueError):
+        meaning = parse_config(bad)
+    except ValueError:
         meaning = None
     try:
         check_resume_config(OmegaConf.create(CONFIG), folder)
@@ -259,7 +251,7 @@ def test_histogram_files_read_as_objects_by_step_or_are_named(run_folder, tmp_pa
     records = run.histograms()
     assert all(isinstance(r, dict) and isinstance(r.get("step"), int) for r in records)
     assert [r["step"] for r in records] == sorted(r["step"] for r in records)
-    assert json.loads((folder / "histograms" / "step_0000008.json").read_bytes()) in records
+    assert parse_strict_json((folder / "histograms" / "step_0000008.json").read_bytes()) in records
     if len(records) == 1:
         assert names(run.problems, path.name), run.problems
 

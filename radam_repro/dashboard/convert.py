@@ -11,13 +11,14 @@ keys that tell it apart from cells of the same variant, and its seed):
 * the HParams plugin's session info: variant, task, seed and every flattened config key that
   :mod:`radam_repro.report.aggregate` does not ignore; TensorBoard marks the ones that differ.
 
+File names, status names and the strict-JSON codec come from :mod:`radam_repro.run_folder`.
+
 A value is written once per (tag, step): a resumed run's replayed rows and the second row that a
 histogram step adds to the same step are skipped.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -25,14 +26,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from tensorboard.plugins.hparams import summary_v2 as hparams_summary
 from torch.utils.tensorboard import SummaryWriter
 
-from radam_repro.report.aggregate import aggregate, flatten, format_value, is_ignored
+from radam_repro.report.aggregate import aggregate, format_value, is_ignored
 from radam_repro.report.runs import Run, find_run_dirs
+from radam_repro.run_folder import (
+    CONFIG_FILE,
+    ENDED,
+    HISTOGRAM_DIR,
+    METRICS_FILE,
+    STEP_PREFIX,
+    SUMMARY_FILE,
+    Status,
+    flatten,
+    parse_config,
+    parse_strict_json,
+)
 
-ENDED = ("completed", "diverged", "failed")
 NOT_METRICS = ("step", "split", "epoch")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.,=+()\- ]")
 
@@ -89,7 +100,7 @@ class Converter:
     def _add(self, paths: list[Path]) -> None:
         """Name the new cells from the keys that differ between all cells seen so far; names never change."""
         configs = {p: _config(p) for p in [*self.cells, *paths]}
-        runs = [Run(path=p, config=c, summary=None, rows=[], status="incomplete") for p, c in configs.items()]
+        runs = [Run(path=p, config=c, summary=None, rows=[], status=Status.INCOMPLETE) for p, c in configs.items()]
         agg = aggregate(runs)
         labels = {run.path: agg.label(g) for g in agg.groups for run in g.runs}
         several_tasks = len(agg.tasks()) > 1
@@ -114,7 +125,7 @@ class Converter:
     # -- sources ----------------------------------------------------------------------------
     def _metrics(self, cell: Cell) -> int:
         """Rows appended to metrics.jsonl since the last pass (a torn last line waits for the next)."""
-        path = cell.path / "metrics.jsonl"
+        path = cell.path / METRICS_FILE
         try:
             stat = path.stat()
         except FileNotFoundError:
@@ -131,7 +142,7 @@ class Converter:
         written = 0
         for line in complete.splitlines():
             try:
-                row = json.loads(line)
+                row = parse_strict_json(line)
             except ValueError:
                 continue
             if not isinstance(row, dict) or not isinstance(row.get("step"), int):
@@ -143,15 +154,15 @@ class Converter:
         return written
 
     def _histograms(self, cell: Cell) -> int:
-        folder = cell.path / "histograms"
+        folder = cell.path / HISTOGRAM_DIR
         if not folder.is_dir():
             return 0
         written = 0
-        for path in sorted(folder.glob("step_*.json")):
+        for path in sorted(folder.glob(f"{STEP_PREFIX}*.json")):
             if path.name in cell.histograms:
                 continue
             try:
-                record = json.loads(path.read_text())
+                record = parse_strict_json(path.read_text())
             except (OSError, ValueError):
                 continue  # written atomically, so only a foreign or damaged file; skipped for good
             finally:
@@ -170,7 +181,7 @@ class Converter:
 
     def _summary(self, cell: Cell) -> int:
         """``final/<m>`` and ``best/<m>`` at the run's last step, once summary.json says it ended."""
-        path = cell.path / "summary.json"
+        path = cell.path / SUMMARY_FILE
         try:
             mtime = path.stat().st_mtime
         except FileNotFoundError:
@@ -179,7 +190,7 @@ class Converter:
             return 0
         cell.summary_mtime = mtime
         try:
-            summary = json.loads(path.read_text())
+            summary = parse_strict_json(path.read_text())
         except (OSError, ValueError):
             return 0
         if (
@@ -198,8 +209,8 @@ class Converter:
 
 def _config(path: Path) -> dict[str, Any]:
     try:
-        config = yaml.safe_load((path / "config.yaml").read_text())
-    except (OSError, yaml.YAMLError):
+        config = parse_config((path / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
         return {}
     return config if isinstance(config, dict) else {}
 
@@ -219,17 +230,8 @@ def _hparams(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _number(value: Any) -> float | None:
-    """A scalar TensorBoard can plot: numbers, and the strings strict JSON uses for NaN / Infinity."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
+    """A scalar TensorBoard can plot (NaN and infinities included: the codec reads them back as floats)."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _add_histogram(writer: SummaryWriter, tag: str, hist: dict[str, list[float]], step: int) -> bool:

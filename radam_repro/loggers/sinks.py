@@ -17,11 +17,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from radam_repro.report.aggregate import flatten, higher_is_better
 from radam_repro.run_dir import RunDir
+from radam_repro.run_folder import DONE, flatten, has_best, higher_is_better
 
 STEP = "step"  # every chart's x-axis: the optimizer step
-SCORES = ("loss", "nll_loss", "ppl", "acc", "bleu")  # metrics whose W&B summary is their min (or max)
 
 
 def wandb_config(cfg: DictConfig) -> dict[str, Any]:
@@ -62,9 +61,9 @@ class WandbSink:
         self.defined: set[str] = set()
 
     def _define(self, keys: list[str]) -> None:
-        """Scores (loss, acc, ...) keep their best value as the summary: min, or max for acc / bleu."""
+        """Scores and losses (radam_repro.run_folder.METRICS) keep their best value as the summary: max or min."""
         for key in keys:
-            if key not in self.defined and key.rsplit("/", 1)[-1].startswith(SCORES):
+            if key not in self.defined and has_best(key):
                 self.run.define_metric(key, step_metric=STEP, summary="max" if higher_is_better(key) else "min")
             self.defined.add(key)
 
@@ -88,7 +87,7 @@ class WandbSink:
             for key, value in (summary.get(kind) or {}).items():
                 self.run.summary[f"{kind}/{key}"] = value
         self.run.summary["status"] = summary["status"]
-        self.run.finish(exit_code=0 if summary["status"] in ("completed", "diverged") else 1)
+        self.run.finish(exit_code=0 if summary["status"] in DONE else 1)
 
 
 class Loggers:

@@ -1,6 +1,6 @@
 """Tables and figures from run folders: ``python -m radam_repro.report <sweep or run folders...>``.
 
-``runs`` reads folders (the run-folder contract in README.md), ``aggregate`` groups them over seeds, ``tables``
+``runs`` reads folders (the run-folder contract: :mod:`radam_repro.run_folder`), ``aggregate`` groups them over seeds, ``tables``
 writes Markdown/CSV beside the paper's numbers, ``figures`` writes the PNGs.
 """
 

@@ -17,6 +17,7 @@ from radam_repro.report.aggregate import IGNORED_KEYS, aggregate
 from radam_repro.report.figures import write_figures
 from radam_repro.report.runs import load_runs
 from radam_repro.report.tables import PAPER_YAML, Solved, load_paper, write_tables
+from radam_repro.run_folder import CONFIG_FILE, SUMMARY_FILE, Status
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> Path:
     args.solved = args.solved or _experiment_solved(args.folders)
     runs = load_runs(args.folders)
     if not runs:
-        parser.error(f"no run folders (with config.yaml or summary.json) under {', '.join(map(str, args.folders))}")
+        parser.error(f"no run folders (with {CONFIG_FILE} or {SUMMARY_FILE}) under {', '.join(map(str, args.folders))}")
     agg = aggregate(runs, ignore=tuple(args.ignore))
     paper = load_paper(args.paper) if args.paper.is_file() else []
     if not paper:
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> Path:
         f"[report] ignored when grouping: {', '.join(sorted(IGNORED_KEYS | set(args.ignore)))}, "
         "logger.*, hydra.*, *_dir/*_path/*_root/*_file"
     )
-    for run in [r for r in runs if r.status != "completed" or r.problems]:
+    for run in [r for r in runs if r.status != Status.COMPLETED or r.problems]:
         print(f"[report] {run.status:<10} {run.path}" + (f"  ({'; '.join(run.problems)})" if run.problems else ""))
 
     figures = [] if args.no_figures else write_figures(agg, out / "figures", solved=args.solved)

@@ -9,24 +9,14 @@ Only ``completed`` runs with a finite value enter a mean; the other statuses are
 from __future__ import annotations
 
 import math
-import re
 import statistics
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
-
 from radam_repro.report.runs import Run
+from radam_repro.run_folder import ENDED, MISSING, RUN_SPECIFIC_KEYS, Status, flatten, headline_metrics, is_run_specific
 
-# The run-specific keys: what configs/radam_repro.yaml leaves out of run-folder names (paths, device, threads,
-# logging cadence, logger); a resumed run may change them (train.check_resume_config). Grouping also ignores the seed.
-_PRIMARY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "radam_repro.yaml"
-_HYDRA_JOB = yaml.safe_load(_PRIMARY_CONFIG.read_text())["hydra"]["job"]
-RUN_SPECIFIC_KEYS = set(_HYDRA_JOB["config"]["override_dirname"]["exclude_keys"])
 IGNORED_KEYS = {"seed", "group", *RUN_SPECIFIC_KEYS}
-IGNORED_PREFIXES = ("logger.", "hydra.")
-PATH_LIKE = re.compile(r"(^|[._])(dir|path|root|file|folder)$")
 # Grouping keys come in this order (the paper's axes), then alphabetically.
 KEY_ORDER = (
     "task.name",
@@ -39,43 +29,10 @@ KEY_ORDER = (
     "optimizer.freeze_steps",
     "optimizer.threshold",
 )
-HIGHER_IS_BETTER = ("acc", "bleu")
-HEADLINE_METRICS = (
-    "test/acc",
-    "test/bleu",
-    "test/ppl",
-    "valid/acc",
-    "valid/bleu",
-    "valid/ppl",
-    "test/loss",
-    "valid/loss",
-)
-MISSING = "<missing>"
-
-
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"optimizer": {"lr": 1e-3}}`` -> ``{"optimizer.lr": 1e-3}``; lists become tuples (hashable)."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = tuple(value) if isinstance(value, list) else value
-    return flat
-
-
-def is_run_specific(key: str) -> bool:
-    """A flattened config key that describes where and how a run runs, not what it computes."""
-    return key in RUN_SPECIFIC_KEYS or key.startswith(IGNORED_PREFIXES) or bool(PATH_LIKE.search(key))
 
 
 def is_ignored(key: str, extra: tuple[str, ...] = ()) -> bool:
     return key in IGNORED_KEYS or is_run_specific(key) or any(key == e or key.startswith(e + ".") for e in extra)
-
-
-def higher_is_better(metric: str) -> bool:
-    return metric.rsplit("/", 1)[-1].startswith(HIGHER_IS_BETTER)
 
 
 @dataclass
@@ -120,7 +77,7 @@ class Group:
 
     @property
     def unfinished(self) -> int:
-        return sum(run.status not in ("completed", "diverged", "failed") for run in self.runs)
+        return sum(run.status not in ENDED for run in self.runs)
 
     @property
     def seeds(self) -> list[Any]:
@@ -151,9 +108,9 @@ class Aggregate:
         return " ".join([str(group.variant), *(f"{short_key(k)}={format_value(group.key.get(k))}" for k in keys)])
 
     def headline(self, task: str) -> str | None:
-        """The task's main metric: the first of :data:`HEADLINE_METRICS` any of its groups reports."""
+        """The task's main metric: the first of :func:`radam_repro.run_folder.headline_metrics` its groups report."""
         present = {m for g in self.of_task(task) for m in (*g.final, *g.best)}
-        return next((m for m in HEADLINE_METRICS if m in present), None)
+        return next((m for m in headline_metrics() if m in present), None)
 
 
 def grouping_keys(configs: list[dict[str, Any]], ignore: tuple[str, ...] = ()) -> list[str]:
@@ -177,7 +134,7 @@ def aggregate(runs: list[Run], ignore: tuple[str, ...] = ()) -> Aggregate:
         group.runs.append(run)
     groups = sorted(by_key.values(), key=lambda g: tuple(sort_key(g.key[k]) for k in keys))
     for group in groups:
-        completed = [r for r in group.runs if r.status == "completed"]
+        completed = [r for r in group.runs if r.status == Status.COMPLETED]
         group.final = _stats([r.final() for r in completed])
         group.best = _stats([r.best() for r in completed])
     return Aggregate(keys=keys, groups=groups, ungroupable=ungroupable, label_keys=_label_keys(keys, groups))

@@ -29,9 +29,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
-from radam_repro.report.aggregate import Aggregate, Group, format_value, higher_is_better, sort_key  # noqa: E402
+from radam_repro.report.aggregate import Aggregate, Group, format_value, sort_key  # noqa: E402
 from radam_repro.report.runs import Run  # noqa: E402
 from radam_repro.report.tables import Solved  # noqa: E402
+from radam_repro.run_folder import Status, higher_is_better  # noqa: E402
 
 LR = "optimizer.lr"
 MAX_HISTOGRAM_PANELS = 12
@@ -233,7 +234,7 @@ def robustness_heatmaps(agg: Aggregate, task: str, out: Path, solved: Solved | N
                     stat = g.final.get(metric)
                     grid[j, i] = np.nan if stat is None else stat.mean
                     text = "—" if stat is None else f"{stat.mean:.2g}"
-                    text += f"\n{g.count('diverged')} div." if g.count("diverged") else ""
+                    text += f"\n{g.count(Status.DIVERGED)} div." if g.count(Status.DIVERGED) else ""
                 ax.text(
                     i,
                     j,

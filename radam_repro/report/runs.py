@@ -4,12 +4,12 @@ A folder is a run if it holds ``config.yaml`` or ``summary.json``; other folders
 recursively (hidden ones such as Hydra's ``.hydra/`` are skipped, and a run's own subfolders are
 not searched). Status comes from ``summary.json``; without one, a run is ``incomplete``; a ``running``
 summary whose lock owner is gone (a dead pid on this host, or an expired lease) is ``interrupted``.
-Non-finite numbers, written as the strings "NaN", "Infinity", "-Infinity" (strict JSON), read back as floats.
+Non-finite numbers, written as the strings "NaN", "Infinity", "-Infinity" (strict JSON), read back as floats
+(the layout, status names and codec: :mod:`radam_repro.run_folder`).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterator
@@ -17,16 +17,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from radam_repro.errors import kind_of
 from radam_repro.folder_lock import lock_state
-from radam_repro.run_dir import YAML_LOADER
+from radam_repro.run_folder import (
+    CONFIG_FILE,
+    HISTOGRAM_DIR,
+    METRICS_FILE,
+    STEP_PREFIX,
+    SUMMARY_FILE,
+    Status,
+    names_with_best,
+    parse_config,
+    parse_strict_json,
+)
 
-STATUSES = ("completed", "diverged", "failed", "running", "interrupted", "incomplete")
-NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-TRAIN_METRICS = ("loss", "acc", "ppl")  # final "train/<m>": mean of the last TRAIN_WINDOW logged values
-TRAIN_WINDOW = 10
+TRAIN_WINDOW = 10  # final "train/<m>" of every score and loss: the mean of its last TRAIN_WINDOW logged values
 
 
 @dataclass
@@ -64,7 +69,7 @@ class Run:
         """Final metrics: the summary's ``final`` plus ``train/<m>``, the mean of the last logged values."""
         out = dict((self.summary or {}).get("final") or {})
         train = self.train_rows()
-        for metric in TRAIN_METRICS:
+        for metric in names_with_best():
             values = [r[metric] for r in train if isinstance(r.get(metric), (int, float))][-TRAIN_WINDOW:]
             if values and f"train/{metric}" not in out:
                 out[f"train/{metric}"] = sum(values) / len(values)
@@ -79,9 +84,9 @@ class Run:
     def histograms(self) -> list[dict[str, Any]]:
         """``histograms/step_*.json`` records (objects with an integer step) sorted by step; others skipped and noted."""
         records = []
-        for path in sorted((self.path / "histograms").glob("step_*.json")):
+        for path in sorted((self.path / HISTOGRAM_DIR).glob(f"{STEP_PREFIX}*.json")):
             try:
-                record = json.loads(path.read_bytes())
+                record = parse_strict_json(path.read_bytes())
             except (OSError, ValueError) as e:
                 self.problems.append(f"{path.name} unreadable ({type(e).__name__})")
                 continue
@@ -93,7 +98,7 @@ class Run:
 
 
 def is_run_dir(path: Path) -> bool:
-    return (path / "config.yaml").is_file() or (path / "summary.json").is_file()
+    return (path / CONFIG_FILE).is_file() or (path / SUMMARY_FILE).is_file()
 
 
 def find_run_dirs(roots: list[Path]) -> list[Path]:
@@ -127,7 +132,7 @@ def read_metrics(path: Path, problems: list[str]) -> list[dict[str, Any]]:
     lines = path.read_bytes().splitlines()
     filled = [line for line in lines if line.strip()]
     try:  # fast path: one parse of the whole file as a JSON array, kept only if each line gave one object
-        rows = json.loads(b"[" + b"\n,".join(filled) + b"]", object_hook=_decode)  # \n: no string spans lines
+        rows = parse_strict_json(b"[" + b"\n,".join(filled) + b"]")  # \n: no JSON string spans two lines
         if len(rows) == len(filled) and all(isinstance(r, dict) for r in rows):
             return rows
     except ValueError:
@@ -137,15 +142,15 @@ def read_metrics(path: Path, problems: list[str]) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line, object_hook=_decode)
+            row = parse_strict_json(line)
         except ValueError:
             where = "last line" if number == len(lines) else f"line {number}"
-            problems.append(f"metrics.jsonl {where} unreadable (half-written?), skipped")
+            problems.append(f"{METRICS_FILE} {where} unreadable (half-written?), skipped")
             continue
         if isinstance(row, dict):
             rows.append(row)
         else:
-            problems.append(f"metrics.jsonl line {number} holds {kind_of(row)}, not a row; skipped")
+            problems.append(f"{METRICS_FILE} line {number} holds {kind_of(row)}, not a row; skipped")
     return rows
 
 
@@ -154,7 +159,7 @@ def _read(path: Path, parse, problems: list[str]) -> Any:
         return None
     try:
         return parse(path.read_bytes())
-    except (ValueError, yaml.YAMLError) as e:
+    except ValueError as e:
         problems.append(f"{path.name} unreadable ({type(e).__name__}: {str(e).splitlines()[0][:80]})")
         return None
 
@@ -162,29 +167,29 @@ def _read(path: Path, parse, problems: list[str]) -> Any:
 def load_run(path: Path) -> Run:
     """Read one run folder; never raises for broken content (the problems are recorded on the run)."""
     problems: list[str] = []
-    config = _read(path / "config.yaml", lambda b: yaml.load(b, Loader=YAML_LOADER), problems)
+    config = _read(path / CONFIG_FILE, parse_config, problems)
     if not isinstance(config, dict):
-        problems.append("no readable config.yaml: this run cannot be grouped")
+        problems.append(f"no readable {CONFIG_FILE}: this run cannot be grouped")
         config = {}
     for section in ("task", "optimizer"):
         if "name" in _section(config, section) and _name(config, section) is None:
-            problems.append(f"config.yaml: {section}.name is not a name; this run cannot be grouped by it")
+            problems.append(f"{CONFIG_FILE}: {section}.name is not a name; this run cannot be grouped by it")
     unreadable = len(problems)
-    summary = _read(path / "summary.json", lambda b: json.loads(b, object_hook=_decode), problems)
-    if (path / "summary.json").is_file() and not isinstance(summary, dict) and len(problems) == unreadable:
-        problems.append(f"summary.json holds {kind_of(summary)}, not an object; ignored")
+    summary = _read(path / SUMMARY_FILE, parse_strict_json, problems)
+    if (path / SUMMARY_FILE).is_file() and not isinstance(summary, dict) and len(problems) == unreadable:
+        problems.append(f"{SUMMARY_FILE} holds {kind_of(summary)}, not an object; ignored")
     summary = _checked_summary(summary, problems) if isinstance(summary, dict) else None
-    rows = read_metrics(path / "metrics.jsonl", problems)
+    rows = read_metrics(path / METRICS_FILE, problems)
     if summary and isinstance(summary.get("status"), str):
         status = summary["status"]
-        if status == "running" and lock_state(path) is None:
-            status = "interrupted"
+        if status == Status.RUNNING and lock_state(path) is None:
+            status = Status.INTERRUPTED
             problems.append("its process is gone (killed, or its node lost): rerun the same command to resume it")
     else:
-        status = "incomplete"
-        if not (path / "summary.json").exists():
-            problems.append("no summary.json" if rows else "no summary.json and no metrics")
-    if status == "completed" and any(not _finite(v) for v in (summary.get("final") or {}).values()):
+        status = Status.INCOMPLETE
+        if not (path / SUMMARY_FILE).exists():
+            problems.append(f"no {SUMMARY_FILE}" if rows else f"no {SUMMARY_FILE} and no metrics")
+    if status == Status.COMPLETED and any(not _finite(v) for v in (summary.get("final") or {}).values()):
         problems.append("completed with non-finite final metrics")
     return Run(path=path, config=config, summary=summary, rows=rows, status=status, problems=problems)
 
@@ -197,16 +202,16 @@ def _checked_summary(summary: dict[str, Any], problems: list[str]) -> dict[str, 
         if value is None:
             continue
         if not isinstance(value, dict):
-            problems.append(f"summary.json: {key} is a {type(value).__name__}, not a mapping of metrics; ignored")
+            problems.append(f"{SUMMARY_FILE}: {key} is a {type(value).__name__}, not a mapping of metrics; ignored")
             summary[key] = {}
         elif bad := [k for k, v in value.items() if not isinstance(v, (int, float)) or isinstance(v, bool)]:
-            problems.append(f"summary.json: {key} has non-numeric values ({', '.join(bad[:3])}); ignored")
+            problems.append(f"{SUMMARY_FILE}: {key} has non-numeric values ({', '.join(bad[:3])}); ignored")
             summary[key] = {k: v for k, v in value.items() if k not in bad}
     if "step" in summary and not (isinstance(summary["step"], int) and not isinstance(summary["step"], bool)):
-        problems.append(f"summary.json: step {summary['step']!r} is not an integer; ignored")
+        problems.append(f"{SUMMARY_FILE}: step {summary['step']!r} is not an integer; ignored")
         summary.pop("step")
     if "status" in summary and not isinstance(summary["status"], str):
-        problems.append(f"summary.json: status {summary['status']!r} is not a string")
+        problems.append(f"{SUMMARY_FILE}: status {summary['status']!r} is not a string")
     return summary
 
 
@@ -219,11 +224,6 @@ def _name(config: dict[str, Any], section: str) -> str | None:
     """``config[section]["name"]`` if it is a string (a config edited by hand may hold anything there)."""
     name = _section(config, section).get("name")
     return name if isinstance(name, str) else None
-
-
-def _decode(obj: dict[str, Any]) -> dict[str, Any]:
-    """JSON object hook: the strict-JSON spellings of non-finite numbers back to floats."""
-    return {k: NON_FINITE[v] if isinstance(v, str) and v in NON_FINITE else v for k, v in obj.items()}
 
 
 def load_runs(roots: list[Path]) -> list[Run]:

@@ -1,4 +1,4 @@
-"""Markdown and CSV tables: our mean ± std over seeds beside the paper's numbers (results/paper.yaml)."""
+"""Markdown and CSV tables: our mean ± std over seeds beside the paper's numbers (radam_repro/report/paper.yaml)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from typing import Any
 
 import yaml
 
-from radam_repro.report.aggregate import Aggregate, Group, Stat, flatten, format_value
-from radam_repro.report.runs import STATUSES, Run
+from radam_repro.report.aggregate import Aggregate, Group, Stat, format_value
+from radam_repro.report.runs import Run
+from radam_repro.run_folder import ENDED, STATUSES, Status, flatten
 
 PAPER_YAML = Path(__file__).resolve().parent / "paper.yaml"
 COMPARISONS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
@@ -46,7 +47,7 @@ class Solved:
         return f"{self.metric}{self.op}{self.threshold:g}"
 
     def __call__(self, run: Run) -> bool:
-        value = run.final().get(self.metric) if run.status == "completed" else None
+        value = run.final().get(self.metric) if run.status == Status.COMPLETED else None
         return isinstance(value, (int, float)) and math.isfinite(value) and COMPARISONS[self.op](value, self.threshold)
 
     def count(self, group: Group) -> tuple[int, int]:
@@ -224,7 +225,7 @@ def _task_section(agg: Aggregate, task: str, solved: Solved | None = None) -> li
         columns.append(("final", "train/loss"))
     others = sorted({m for g in groups for m in g.final if m.split("/")[0] in ("valid", "test")} - {headline})
     columns += [("final", m) for m in others[:EXTRA_METRICS]]
-    header = ["group", "seeds", "completed", "diverged", "failed", "unfinished"]
+    header = ["group", "seeds", *ENDED, "unfinished"]
     header += [f"solved ({solved})"] if solved else []
     header += [f"{k} {m}" for k, m in columns]
     lines = [f"## {task}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -232,9 +233,7 @@ def _task_section(agg: Aggregate, task: str, solved: Solved | None = None) -> li
         cells = [
             agg.label(g),
             ", ".join(map(str, g.seeds)),
-            str(g.count("completed")),
-            str(g.count("diverged")),
-            str(g.count("failed")),
+            *(str(g.count(status)) for status in ENDED),
             str(g.unfinished),
         ]
         if solved:
@@ -249,7 +248,7 @@ def _task_section(agg: Aggregate, task: str, solved: Solved | None = None) -> li
 
 
 def _problem_section(runs: list[Run]) -> list[str]:
-    flagged = [r for r in runs if r.status != "completed" or r.problems]
+    flagged = [r for r in runs if r.status != Status.COMPLETED or r.problems]
     if not flagged:
         return []
     lines = ["## Runs that need a look", "", "| run | status | step | problems |", "|---|---|---|---|"]
@@ -269,9 +268,7 @@ def _write_summary_csv(agg: Aggregate, paper: list[PaperEntry], path: Path, solv
         "group",
         *agg.keys,
         "runs",
-        "completed",
-        "diverged",
-        "failed",
+        *ENDED,
         "unfinished",
         "kind",
         "metric",
@@ -292,9 +289,7 @@ def _write_summary_csv(agg: Aggregate, paper: list[PaperEntry], path: Path, solv
                 agg.label(g),
                 *(format_value(g.key[k]) for k in agg.keys),
                 len(g.runs),
-                g.count("completed"),
-                g.count("diverged"),
-                g.count("failed"),
+                *(g.count(status) for status in ENDED),
                 g.unfinished,
             ]
             stats = [("final", m, s) for m, s in g.final.items()] + [("best", m, s) for m, s in g.best.items()]

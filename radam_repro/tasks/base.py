@@ -26,7 +26,6 @@ class Task:
     implement :meth:`train_batches`, :meth:`loss` and :meth:`evaluate`.
     """
 
-    name: str = "task"
     model: nn.Module
     steps_per_epoch: int
     total_steps: int

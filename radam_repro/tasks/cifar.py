@@ -37,8 +37,6 @@ class CifarConfig:
 
 
 class CifarTask(Task):
-    name = "cifar10"
-
     def __init__(self, cfg: CifarConfig, seed: int, device: torch.device) -> None:
         self.cfg, self.seed, self.device = cfg, seed, device
         kwargs = dict(download=cfg.download, check_integrity=cfg.check_integrity)

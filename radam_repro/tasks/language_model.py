@@ -62,7 +62,7 @@ class LanguageModelConfig:
 
 class LanguageModelTask(Task):
     def __init__(self, cfg: LanguageModelConfig, *, seed: int, device: torch.device):
-        self.name, self.cfg, self.device = cfg.name, cfg, device
+        self.cfg, self.device = cfg, device
         splits = ("train", "valid", "test")
         self.corpus = open_corpus(
             cfg.data_dir,

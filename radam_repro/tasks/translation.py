@@ -188,7 +188,7 @@ class TranslationTask(Seq2SeqTask):
     """A Transformer on a parallel corpus in the prepare-iwslt14.sh layout."""
 
     def __init__(self, cfg: DictConfig, data: BilingualData, *, seed: int, device: torch.device):
-        self.name, self.cfg, self.data, self.seed, self.device = cfg.name, cfg, data, seed, device
+        self.cfg, self.data, self.seed, self.device = cfg, data, seed, device
         self.model = build_transformer(cfg.model, len(data.src_dict), len(data.tgt_dict))
         if cfg.init_from:
             fairseq_checkpoint.initialise(self.model, cfg.init_from)
@@ -307,7 +307,6 @@ def build(cfg: DictConfig, *, seed: int, device: torch.device) -> TranslationTas
 class SyntheticTranslationTask(Seq2SeqTask):
     """Reverse-and-substitute translation (:mod:`radam_repro.data.synthetic_translation`), fresh batch each step."""
 
-    name = "nmt_synthetic"
     token_accuracy = True
 
     def __init__(self, cfg: DictConfig, *, seed: int, device: torch.device):
