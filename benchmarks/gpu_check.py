@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import inspect
 import json
 import math
 import os
@@ -46,6 +45,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from radam_repro import optim, tasks
 from radam_repro.data.bilingual import EOS, PAD, batch_by_size
 from radam_repro.data.cifar import augment, load_cifar10, normalize
+from radam_repro.loggers.statistics import eps_dominated
 from radam_repro.models.lstm_lm import LSTMLanguageModel
 from radam_repro.models.resnet_cifar import CifarResNet
 from radam_repro.models.transformer import Transformer, TransformerConfig
@@ -105,13 +105,9 @@ TRANSFORMER_FLOPS = (
 
 
 def build_optimizer(cfg: dict, params: list, fused: bool) -> torch.optim.Optimizer:
-    """``optim.build(cfg, params)``; with ``fused``, rebuilt with fused=True where the class accepts it."""
-    opt = optim.build(cfg, params)
-    accepted = inspect.signature(type(opt)).parameters
-    if fused and "fused" in accepted and not opt.defaults.get("fused"):
-        kwargs = {k: v for k, v in opt.defaults.items() if k in accepted and k != "fused"}
-        opt = type(opt)(params, **kwargs, fused=True)
-    return opt
+    """``optim.build(cfg, params)``, with fused=True where the algorithm takes ``fused`` and ``fused`` is asked."""
+    takes_fused = any(hp.name == "fused" for hp in optim.OPTIMIZERS[cfg["algorithm"]].hyperparameters)
+    return optim.build({**cfg, "fused": True} if fused and takes_fused else cfg, params)
 
 
 class SectionTimeout(BaseException):
@@ -584,27 +580,13 @@ PROBE_VOCAB, PROBE_LENGTH = 32, 12  # nmt_synthetic's task: chance = ln 32 nats 
 
 
 def paper_recipe(variant: str):
-    """The composed config of ``optimizer=<variant> task=nmt``: the paper's IWSLT recipe for that variant."""
+    """The composed config of the ablation cell ``+ablation=<variant> task=nmt``: the paper's IWSLT recipe for it."""
     from hydra import compose, initialize_config_dir
 
     from radam_repro.__main__ import register  # noqa: F401 - registers the config schema and resolvers
 
     with initialize_config_dir(config_dir=str(ROOT / "radam_repro" / "configs"), version_base="1.3"):
-        return compose("radam_repro", overrides=["task=nmt", f"optimizer={variant}"])
-
-
-def fraction_below(opt: torch.optim.Optimizer, eps: float) -> torch.Tensor:
-    """Fraction of coordinates with sqrt(v_hat) < eps, v_hat = v_t / (1 - beta2^t)."""
-    below, total = 0, 0
-    for group in opt.param_groups:
-        beta2 = group["betas"][1]
-        for p in group["params"]:
-            state = opt.state.get(p)
-            if state:
-                vhat = state["exp_avg_sq"].float() / (1 - beta2 ** float(state["step"]))
-                below = below + (vhat.sqrt() < eps).sum()
-                total += vhat.numel()
-    return below / total
+        return compose("radam_repro", overrides=["task=nmt", f"+ablation={variant}"])
 
 
 def probe_section(s: Section) -> None:
@@ -616,12 +598,17 @@ def probe_section(s: Section) -> None:
     log_every = 5 if s.dry else 25
     s.formula("nll", "per-token NLL (nats) of each fresh training batch, averaged over log_every updates")
     s.formula("escaped", f"mean nll over the last 10% of updates < 0.5 ln V = {0.5 * chance:.3f} (ln V = chance)")
-    s.formula("frac_below_eps", "fraction of all coordinates with sqrt(v_t / (1 - beta2^t)) < the variant's eps")
+    s.formula(
+        "frac_below_eps",
+        "fraction of seen coordinates (v > 0) where the variant's eps outweighs the root it is added to: sqrt(v_t) "
+        "(eps on sqrt(v), the recipes') or sqrt(v_t / (1 - beta2^t)) (on sqrt(v_hat)); the logs' "
+        "adaptive_lr/eps_dominated (radam_repro.loggers.statistics.eps_dominated)",
+    )
     s.formula("frac_below_1e-4", "the same against Adam-eps's eps = 1e-4 (what eps = 1e-4 would damp)")
     s.note(
         f"task nmt_synthetic (vocab {PROBE_VOCAB}, length {PROBE_LENGTH}, {sentences} sentences = "
         f"{sentences * (PROBE_LENGTH + 1)} target tokens per batch); model and optimizer from the composed "
-        "config optimizer=<variant> task=nmt (transformer_iwslt_de_en, dropout 0.3, lr 3e-4, betas (0.9, 0.999), "
+        "config +ablation=<variant> task=nmt (transformer_iwslt_de_en, dropout 0.3, lr 3e-4, betas (0.9, 0.999), "
         "wd 1e-4, Adam-warmup: 4000 linear steps from 1e-8), label smoothing 0.1, clip 25, constant lr after "
         f"warmup (the 70k-update decay is flat here); {'fp32 toy model' if s.dry else 'bf16 autocast'}; every "
         "variant runs as many updates as Adam-vanilla fitted in its share of the budget"
@@ -672,13 +659,13 @@ def probe_section(s: Section) -> None:
                 curve.append([step, torch.stack(pending).mean().item()])
                 pending = []
             if step % (4 * log_every) == 0 or step == 1:
-                fractions.append([step, fraction_below(opt, eps).item(), fraction_below(opt, 1e-4).item()])
+                fractions.append([step, eps_dominated(opt).item(), eps_dominated(opt, 1e-4).item()])
             if updates and s.left() < 0:
                 s.note(f"{variant}: budget spent after {step} of {updates} updates")
                 break
         wall = time.perf_counter() - start
         if fractions[-1][0] != step:
-            fractions.append([step, fraction_below(opt, eps).item(), fraction_below(opt, 1e-4).item()])
+            fractions.append([step, eps_dominated(opt).item(), eps_dominated(opt, 1e-4).item()])
         updates = updates or step
         tail = ([nll for at, nll in curve if at > 0.9 * step] or [curve[-1][1]]) if curve else [float("nan")]
         finals[variant] = final = sum(tail) / len(tail)

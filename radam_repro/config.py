@@ -4,7 +4,9 @@
 ConfigStore when imported) starts from ``_config_schema`` (stored here in Hydra's ConfigStore), so a
 typo or a wrong type (``optimizer.lr=abc``, ``trainer.max_stepz=3``) fails before any work with
 the offending key; an unknown group choice (``optimizer=radm``) fails with Hydra's list of the
-valid choices. Task configs differ per task and are validated by each task's builder.
+valid choices. Each task's config dataclass (its defaults) is stored as ``task/_<task name>``: a task YAML starts
+from it (``defaults: [_nmt, _self_]``) and holds only what differs; :func:`radam_repro.tasks.config` resolves
+and checks a composed task config.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from radam_repro import tasks
 from radam_repro.optim.registry import OPTIMIZERS, OptimInfo
 
 
@@ -102,3 +105,5 @@ def register() -> None:
     store.store(name="_config_schema", node=Config)
     for info in OPTIMIZERS.values():
         store.store(group="optimizer", name=f"_{info.name}", node=optimizer_schema(info))
+    for name in tasks.BUILDERS:
+        store.store(group="task", name=f"_{name}", node=tasks.schema(name), package="task")

@@ -109,8 +109,21 @@ def run_metadata(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
         "seed": cfg.seed,
         "argv": sys.argv,
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        **recipe_choice(),
         "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def recipe_choice() -> dict[str, str | None]:
+    """``{"recipe": name}``: the ``recipe/<task>_<optimizer>.yaml`` Hydra composed into this run, ``None`` when the
+    pair has none (the optimizer then runs with its class's defaults and the variant's YAML); ``{}`` outside Hydra."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    if not (HydraConfig.initialized() and GlobalHydra.instance().is_initialized()):
+        return {}
+    name = HydraConfig.get().runtime.choices.get("recipe")  # the interpolated name, whether that file exists or not
+    return {"recipe": name if name in GlobalHydra.instance().config_loader().get_group_options("recipe") else None}
 
 
 def rows_from_eval(step: int, epoch: float, metrics: dict[str, float]) -> list[dict[str, Any]]:
@@ -127,7 +140,12 @@ class ConfigMismatch(ValueError):
 
 
 def validate(cfg: DictConfig) -> None:
-    """Config values that would fail later (or misbehave silently): refused before the run folder is touched."""
+    """Config values that would fail later (or misbehave silently): refused before the run folder is touched.
+
+    ``cfg.task`` is replaced by its resolved, defaulted and checked form (:func:`radam_repro.tasks.config`), so the
+    run folder's config.yaml records every value of the task.
+    """
+    cfg.task = tasks.config(cfg.task)
     t = cfg.trainer
     for key in ("log_every", "checkpoint_every"):
         if t[key] < 1:
@@ -186,6 +204,11 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     """Run one cell into ``out_dir`` and return its summary (also written to summary.json)."""
     validate(cfg)
     check_resume_config(cfg, Path(out_dir))
+    if recipe_choice() == {"recipe": None}:
+        print(
+            f"[radam_repro] no recipe for task {cfg.task.name} with optimizer {cfg.optimizer.name}: "
+            "the optimizer runs with its class's defaults and its variant's YAML (meta.json: recipe null)"
+        )
     if distributed.must_spawn(cfg.trainer.devices):
         return _spawn(cfg, RunDir(out_dir))
     if cfg.trainer.threads:

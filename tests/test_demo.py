@@ -36,7 +36,7 @@ def demo_sweep(tmp_path_factory):
     runs = tmp_path_factory.mktemp("demo") / "runs"
     proc = run_cli(
         "experiment=demo",
-        "optimizer=" + ",".join(VARIANTS),
+        "ablation=" + ",".join(VARIANTS),
         "seed=" + ",".join(map(str, SEEDS)),
         runs=runs,
         timeout=2400,

@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from radam_repro.config import register
 from radam_repro.data.lm1b import stream_rows
 from radam_repro.tasks import build
 
@@ -36,13 +38,12 @@ def cache(tmp_path_factory) -> Path:
 
 
 def task_config(name: str, data_root: Path, cache: Path, **overrides):
-    """configs/task/<name>.yaml resolved as the primary config would (data_root = the staged data)."""
-    root = OmegaConf.merge(
-        {"data_root": str(data_root)}, OmegaConf.load(REPO / f"radam_repro/configs/task/{name}.yaml")
-    )
-    root.task.cache_dir = str(cache)
-    root.merge_with_dotlist([f"task.{k}={v}" for k, v in overrides.items()])
-    return root.task
+    """configs/task/<name>.yaml composed as the primary config composes it (its schema and the YAMLs it extends;
+    data_root = the staged data), without the other config groups."""
+    register()
+    overrides = [f"+data_root={data_root}", f"task.cache_dir={cache}", *(f"task.{k}={v}" for k, v in overrides.items())]
+    with initialize_config_dir(str(REPO / "radam_repro" / "configs"), version_base="1.3"):
+        return compose(f"task/{name}", overrides=overrides).task
 
 
 def small_task(data_root, cache, seed=0, **overrides):

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import PAPER_RT_TABLE
 
-from radam_repro.optim import Adam, Adam2k, RAdam, SimplifiedRAdam, build, rectification, rho_t
+from radam_repro.optim import SGD, Adam, Adam2k, RAdam, SimplifiedRAdam, build, rectification, rho_t
 from radam_repro.optim.rectification import hilton_multiplier
 
 STEPS = 250
@@ -369,7 +369,7 @@ def test_bad_freeze_steps_and_group_values_and_unknown_algorithm():
         (dict(algorithm="adam_2k", lr=1e-3, freeze_steps=2000), Adam2k),
         (dict(algorithm="radam", lr=1e-3, threshold=4, degenerated_to_sgd=False), RAdam),
         (dict(algorithm="simplified_radam", lr=1e-3), SimplifiedRAdam),
-        (dict(algorithm="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4), torch.optim.SGD),
+        (dict(algorithm="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4), SGD),  # torch.optim.SGD with our defaults
     ],
 )
 def test_build_from_config(cfg, cls):
@@ -390,3 +390,24 @@ def test_no_step_without_gradients_and_sparse_rejected():
     emb(torch.tensor([1])).sum().backward()
     with pytest.raises(RuntimeError, match="sparse"):
         RAdam(emb.parameters()).step()
+
+
+@pytest.mark.parametrize("fused", [None, False])
+def test_complex_parameters_step_as_torch_adam_does(fused):
+    """Complex parameters are stepped as real views (v holds re(g)^2 and im(g)^2), as torch.optim.Adam."""
+    torch.manual_seed(0)
+    start = torch.randn(3, 4, dtype=torch.complex64)
+    targets = [torch.randn(3, 4, dtype=torch.complex64) for _ in range(5)]
+
+    def run(make):
+        p = torch.nn.Parameter(start.clone())
+        opt = make([p])
+        for target in targets:
+            opt.zero_grad()
+            (p - target).abs().pow(2).sum().backward()
+            opt.step()
+        return p.detach()
+
+    ours = run(lambda ps: Adam(ps, lr=0.1, eps_placement="sqrt_vhat", fused=fused))
+    ref = run(lambda ps: torch.optim.Adam(ps, lr=0.1))
+    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-6)

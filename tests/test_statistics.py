@@ -9,6 +9,7 @@ import torch
 from radam_repro.loggers.statistics import (
     adaptive_lr_row,
     adaptive_lr_variance,
+    eps_dominated,
     eps_dominated_fraction,
     histogram_record,
     is_histogram_step,
@@ -71,6 +72,22 @@ def test_eps_dominated_fraction_compares_eps_with_the_root_it_is_added_to():
         expected = (root[100:] < 1e-4).float().mean().item()
         assert 0.2 < expected < 0.9
         assert math.isclose(eps_dominated_fraction(opt)["adaptive_lr/eps_dominated"], expected, rel_tol=1e-6)
+
+
+def test_eps_dominated_against_another_eps_stays_on_the_device_and_takes_an_integer_step():
+    """The GPU check's frac_below_1e-4: the same statistic with eps = 1e-4 for an eps = 1e-8 run; a 0-d tensor (no
+    host read), also for a state whose step is a Python int (the official radam.py's)."""
+    torch.manual_seed(2)
+    g = torch.logspace(-7, -1, 500)[torch.randperm(500)]
+    w = torch.nn.Parameter(torch.zeros(500))
+    opt = Adam([w], eps=1e-8, betas=(0.9, 0.999), eps_placement="sqrt_vhat")
+    w.grad = g.clone()
+    opt.step()
+    opt.state[w]["step"] = 1
+    fraction = eps_dominated(opt, 1e-4)
+    assert torch.is_tensor(fraction) and fraction.dim() == 0
+    assert math.isclose(fraction.item(), (g < 1e-4).float().mean().item(), rel_tol=1e-6)
+    assert eps_dominated(opt).item() == 0.0  # against its own eps = 1e-8: no coordinate
 
 
 def test_histogram_record_carries_the_eps_fraction_into_the_metrics_row():

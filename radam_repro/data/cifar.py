@@ -13,8 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.datasets import CIFAR10
-from torchvision.datasets.utils import check_integrity as check_md5
 
 from radam_repro.errors import CorruptFile
 
@@ -84,6 +82,9 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def load_cifar10(data_dir: str | Path, train: bool, *, download: bool = False, check_integrity: bool = True):
     """(images uint8 [N, 3, 32, 32], labels int64 [N]) from ``data_dir/cifar-10-batches-py``."""
+    from torchvision.datasets import CIFAR10  # here: the config schemas import this module, torchvision is slow
+    from torchvision.datasets.utils import check_integrity as check_md5
+
     folder = Path(data_dir) / FOLDER
     if download:
         CIFAR10(str(data_dir), train=train, download=True)

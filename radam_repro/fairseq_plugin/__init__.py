@@ -1,6 +1,7 @@
 """radam_repro's optimizers inside ``fairseq-train --user-dir radam_repro/fairseq_plugin``.
 
-fairseq imports this folder (never radam_repro itself), which registers:
+fairseq imports this folder (never radam_repro itself), which registers every algorithm of the optimizer
+registry (:mod:`radam_repro.optim.registry`) as ``--optimizer radam_repro_<algorithm>``:
 
 =================================  ==============================================================
 ``--optimizer``                    optimizer (:mod:`radam_repro.optim`)
@@ -11,21 +12,19 @@ fairseq imports this folder (never radam_repro itself), which registers:
 ``radam_repro_simplified_radam``   Hilton's simplified RAdam
 =================================  ==============================================================
 
-All take ``--adam-betas``, ``--adam-eps``, ``--weight-decay`` (decoupled, as fairseq's ``adam``;
-``--l2-weight-decay`` adds it to the gradient instead) and ``--eps-placement`` (``sqrt_v``, fairseq's
-``adam``; ``sqrt_vhat``, torch.optim.Adam). The lr schedule stays fairseq's (``--lr-scheduler``).
+Each option is a hyperparameter of the class with the class's default (:func:`fairseq_options`), under fairseq's
+name where fairseq has one: ``--adam-betas``, ``--adam-eps``, ``--weight-decay`` (decoupled, as fairseq's ``adam``;
+``--l2-weight-decay`` adds it to the gradient instead), ``--eps-placement`` (``sqrt_v``, fairseq's ``adam``;
+``sqrt_vhat``, torch.optim.Adam). The lr and its schedule stay fairseq's (``--lr``, ``--lr-scheduler``).
 """
 
 import ast
+import importlib.util
 import os
 import sys
 from collections.abc import Collection
-from dataclasses import dataclass, field
-from typing import Any, List  # noqa: UP035
-
-from fairseq.dataclass import FairseqDataclass
-from fairseq.optim import FairseqOptimizer, register_optimizer
-from omegaconf import II
+from dataclasses import dataclass, field, make_dataclass
+from typing import Any
 
 # fairseq put radam_repro/ first on sys.path to import this folder as `fairseq_plugin`; take it off again so that
 # radam_repro's subpackages (data, models, optim, ...) cannot shadow top-level modules of the same names
@@ -33,83 +32,89 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if sys.path and sys.path[0] == _PACKAGE_DIR:
     sys.path.pop(0)
 
-from radam_repro.optim import Adam, Adam2k, RAdam, SimplifiedRAdam  # noqa: E402
+from radam_repro.optim import OPTIMIZERS, OptimInfo  # noqa: E402
+
+FAIRSEQ_NAMES = {"betas": "adam_betas", "eps": "adam_eps", "threshold": "radam_threshold"}
+NEGATED = {"decoupled_weight_decay": "l2_weight_decay", "degenerated_to_sgd": "radam_no_sgd"}  # flags that invert
+NOT_OPTIONS = ("lr", "fused")  # the lr is fairseq's --lr; fairseq picks its own kernels
+HELP = {
+    "adam_betas": "betas for the Adam-family optimizer",
+    "adam_eps": "epsilon for the Adam-family optimizer",
+    "l2_weight_decay": "add weight decay to the gradient (L2), not decoupled",
+    "eps_placement": "sqrt_v: sqrt(v_t)+eps (fairseq adam); sqrt_vhat",
+    "radam_threshold": "rectify once rho_t > this (5 official, 4 paper)",
+    "radam_no_sgd": "skip updates while rho_t <= threshold (no SGD step)",
+    "freeze_steps": "Adam-2k: updates that only accumulate v_t",
+}
 
 
-@dataclass
-class AdamFamilyConfig(FairseqDataclass):
-    adam_betas: Any = field(default="(0.9, 0.999)", metadata={"help": "betas for the Adam-family optimizer"})
-    adam_eps: float = field(default=1e-8, metadata={"help": "epsilon for the Adam-family optimizer"})
-    weight_decay: float = field(default=0.0, metadata={"help": "weight decay"})
-    l2_weight_decay: bool = field(
-        default=False, metadata={"help": "add weight decay to the gradient (L2), not decoupled"}
-    )
-    eps_placement: str = field(default="sqrt_v", metadata={"help": "sqrt_v: sqrt(v_t)+eps (fairseq adam); sqrt_vhat"})
-    lr: List[float] = II("optimization.lr")  # noqa: UP006 (as fairseq's own optimizer configs)
+@dataclass(frozen=True)
+class Option:
+    """A fairseq option of an algorithm: its name, type, default and help, and the class keyword it sets."""
+
+    name: str
+    type: Any
+    default: Any
+    help: str
+    keyword: str
 
 
-@dataclass
-class RAdamConfig(AdamFamilyConfig):
-    radam_threshold: float = field(default=5.0, metadata={"help": "rectify once rho_t > this (5 official, 4 paper)"})
-    radam_no_sgd: bool = field(default=False, metadata={"help": "skip updates while rho_t <= threshold (no SGD step)"})
+def fairseq_options(info: OptimInfo) -> list[Option]:
+    """The fairseq options of a registered algorithm, derived from its class's hyperparameters and defaults."""
+    options = []
+    for hp in info.hyperparameters:
+        if hp.name in NOT_OPTIONS:
+            continue
+        if hp.name in NEGATED:
+            name, kind, default = NEGATED[hp.name], bool, not hp.default
+        elif hp.name == "betas":  # fairseq passes betas as a string, "(0.9, 0.999)"
+            name, kind, default = FAIRSEQ_NAMES[hp.name], Any, str(tuple(hp.default))
+        else:
+            name, kind, default = FAIRSEQ_NAMES.get(hp.name, hp.name), hp.type, hp.default
+        options.append(Option(name, kind, default, HELP.get(name, hp.name.replace("_", " ")), hp.name))
+    return options
 
 
-@dataclass
-class Adam2kConfig(AdamFamilyConfig):
-    freeze_steps: int = field(default=2000, metadata={"help": "Adam-2k: updates that only accumulate v_t"})
+def optimizer_kwargs(info: OptimInfo, cfg: Any) -> dict[str, Any]:
+    """The class's keyword arguments from fairseq's parsed options (``cfg``)."""
+    kwargs = {"lr": cfg.lr[0] if isinstance(cfg.lr, Collection) else cfg.lr}
+    for option in fairseq_options(info):
+        value = getattr(cfg, option.name)
+        if option.keyword in NEGATED:
+            value = not value
+        elif option.keyword == "betas":
+            value = tuple(ast.literal_eval(value) if isinstance(value, str) else value)
+        kwargs[option.keyword] = value
+    return kwargs
 
 
-class RadamReproOptimizer(FairseqOptimizer):
-    """A :mod:`radam_repro.optim` optimizer behind fairseq's optimizer interface."""
+def _register_with_fairseq() -> None:
+    from typing import List  # noqa: UP035 (fairseq's own optimizer configs)
 
-    optimizer_class: type = Adam
+    from fairseq.dataclass import FairseqDataclass
+    from fairseq.optim import FairseqOptimizer, register_optimizer
+    from omegaconf import II
 
-    def __init__(self, cfg, params):
-        super().__init__(cfg)
-        self._optimizer = self.optimizer_class(params, **self.optimizer_config)
+    class RadamReproOptimizer(FairseqOptimizer):
+        """A :mod:`radam_repro.optim` optimizer behind fairseq's optimizer interface."""
 
-    @property
-    def optimizer_config(self) -> dict[str, Any]:
-        cfg = self.cfg
-        betas = ast.literal_eval(cfg.adam_betas) if isinstance(cfg.adam_betas, str) else cfg.adam_betas
-        return dict(
-            lr=cfg.lr[0] if isinstance(cfg.lr, Collection) else cfg.lr,
-            betas=tuple(betas),
-            eps=cfg.adam_eps,
-            weight_decay=cfg.weight_decay,
-            decoupled_weight_decay=not cfg.l2_weight_decay,
-            eps_placement=cfg.eps_placement,
-            **self.extra_config,
-        )
+        info: OptimInfo
 
-    @property
-    def extra_config(self) -> dict[str, Any]:
-        return {}
+        def __init__(self, cfg, params):
+            super().__init__(cfg)
+            self._optimizer = self.info.cls(params, **self.optimizer_config)
 
+        @property
+        def optimizer_config(self) -> dict[str, Any]:
+            return optimizer_kwargs(self.info, self.cfg)
 
-@register_optimizer("radam_repro_adam", dataclass=AdamFamilyConfig)
-class RadamReproAdam(RadamReproOptimizer):
-    optimizer_class = Adam
+    for info in OPTIMIZERS.values():
+        fields = [(o.name, o.type, field(default=o.default, metadata={"help": o.help})) for o in fairseq_options(info)]
+        fields.append(("lr", List[float], II("optimization.lr")))  # noqa: UP006
+        config = make_dataclass(f"RadamRepro{info.cls.__name__}Config", fields, bases=(FairseqDataclass,))
+        optimizer = type(f"RadamRepro{info.cls.__name__}", (RadamReproOptimizer,), {"info": info})
+        register_optimizer(f"radam_repro_{info.name}", dataclass=config)(optimizer)
 
 
-@register_optimizer("radam_repro_simplified_radam", dataclass=AdamFamilyConfig)
-class RadamReproSimplifiedRAdam(RadamReproOptimizer):
-    optimizer_class = SimplifiedRAdam
-
-
-@register_optimizer("radam_repro_radam", dataclass=RAdamConfig)
-class RadamReproRAdam(RadamReproOptimizer):
-    optimizer_class = RAdam
-
-    @property
-    def extra_config(self) -> dict[str, Any]:
-        return dict(threshold=self.cfg.radam_threshold, degenerated_to_sgd=not self.cfg.radam_no_sgd)
-
-
-@register_optimizer("radam_repro_adam_2k", dataclass=Adam2kConfig)
-class RadamReproAdam2k(RadamReproOptimizer):
-    optimizer_class = Adam2k
-
-    @property
-    def extra_config(self) -> dict[str, Any]:
-        return dict(freeze_steps=self.cfg.freeze_steps)
+if importlib.util.find_spec("fairseq") is not None:  # fairseq imports this folder; without fairseq it only derives
+    _register_with_fairseq()

@@ -49,6 +49,11 @@ def optimizer_histograms(optimizer: torch.optim.Optimizer) -> dict[str, dict[str
     return out
 
 
+def _step(state: dict[str, Any], device: torch.device) -> torch.Tensor:
+    """A parameter's step count as a float64 0-d tensor on ``device`` (a device tensor is not read on the host)."""
+    return torch.as_tensor(state["step"], dtype=torch.float64, device=device)
+
+
 def adaptive_lr_variance(optimizer: torch.optim.Optimizer, names: dict[torch.Tensor, str]) -> dict[str, float]:
     """Per parameter tensor, Var over coordinates of psi = 1 / (sqrt(v_t / (1 - beta2^t)) + eps).
 
@@ -64,7 +69,7 @@ def adaptive_lr_variance(optimizer: torch.optim.Optimizer, names: dict[torch.Ten
                 continue
             v = state["exp_avg_sq"].float()
             seen = (v > 0).float()
-            psi = 1.0 / ((v / (1.0 - beta2 ** float(state["step"]))).sqrt() + eps)
+            psi = 1.0 / ((v / (1.0 - beta2 ** _step(state, v.device))).sqrt() + eps)
             n = seen.sum()
             mean = (psi * seen).sum() / n.clamp_min(1)
             keys.append(names.get(p, f"param{len(keys)}"))
@@ -74,24 +79,32 @@ def adaptive_lr_variance(optimizer: torch.optim.Optimizer, names: dict[torch.Ten
     return dict(zip(keys, torch.stack(values).tolist()))
 
 
-def eps_dominated_fraction(optimizer: torch.optim.Optimizer) -> dict[str, float]:
-    """``adaptive_lr/eps_dominated``: the fraction of seen coordinates (v > 0) of all Adam-family parameters with
-    eps > sqrt(v_t) (eps on sqrt(v), fairseq) or eps > sqrt(v_hat_t) (eps on sqrt(v_hat), torch's Adam)."""
+def eps_dominated(optimizer: torch.optim.Optimizer, eps: float | None = None) -> torch.Tensor | None:
+    """The fraction of seen coordinates (v > 0) of all Adam-family parameters where eps (the group's, or ``eps``)
+    outweighs the square root it is added to: sqrt(v_t) with ``eps_placement="sqrt_v"`` (fairseq), sqrt(v_hat_t)
+    with ``"sqrt_vhat"`` (torch's Adam). A 0-d tensor on the device (no host sync); None without Adam-family state.
+    """
     below, seen = [], []
     for group in optimizer.param_groups:
-        beta2, eps = group.get("betas", (0.0, 0.999))[1], group.get("eps", 1e-8)
+        beta2, group_eps = group.get("betas", (0.0, 0.999))[1], group.get("eps", 1e-8)
         for p in group["params"]:
             state = optimizer.state.get(p, {})
             if "exp_avg_sq" not in state:
                 continue
             v = state["exp_avg_sq"].float()
             if group.get("eps_placement", "sqrt_v") == "sqrt_vhat":
-                v = v / (1.0 - beta2 ** float(state["step"]))
-            below.append(((v > 0) & (v.sqrt() < eps)).sum())
+                v = v / (1.0 - beta2 ** _step(state, v.device))
+            below.append(((v > 0) & (v.sqrt() < (group_eps if eps is None else eps))).sum())
             seen.append((v > 0).sum())
     if not seen:
-        return {}
-    return {"adaptive_lr/eps_dominated": (torch.stack(below).sum() / torch.stack(seen).sum().clamp_min(1)).item()}
+        return None
+    return torch.stack(below).sum() / torch.stack(seen).sum().clamp_min(1)
+
+
+def eps_dominated_fraction(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """``adaptive_lr/eps_dominated``: :func:`eps_dominated` with each group's eps, read on the host."""
+    fraction = eps_dominated(optimizer)
+    return {} if fraction is None else {"adaptive_lr/eps_dominated": fraction.item()}
 
 
 def summarize_variance(per_layer: dict[str, float]) -> dict[str, float]:

@@ -6,9 +6,14 @@
 ``build(cfg, params)`` turns an optimizer config (``configs/optimizer/*.yaml``) into an optimizer through
 the registry (:mod:`radam_repro.optim.registry`; ``python -m radam_repro.optim --list`` prints it);
 :mod:`radam_repro.optim.schedules` turns its ``warmup`` and a task's decay into a LambdaLR multiplier.
+Every module of this package is imported here, so a class file decorated with ``@register`` is all a new
+algorithm needs in Python.
 """
 
 from __future__ import annotations
+
+import importlib
+import pkgutil
 
 from radam_repro.optim.adam_family import AdamFamily
 from radam_repro.optim.rectification import (
@@ -19,9 +24,14 @@ from radam_repro.optim.rectification import (
     untuned_exponential_warmup,
     untuned_linear_warmup,
 )
-from radam_repro.optim.registry import OPTIMIZERS, OptimInfo, build
+from radam_repro.optim.registry import OPTIMIZERS, OptimInfo, build, register
 from radam_repro.optim.schedules import Decay, Schedule, build_schedule, lambda_lr
+from radam_repro.optim.sgd import SGD
 from radam_repro.optim.variants import Adam, Adam2k, RAdam, SimplifiedRAdam
+
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "OPTIMIZERS",
@@ -31,6 +41,7 @@ __all__ = [
     "Decay",
     "OptimInfo",
     "RAdam",
+    "SGD",
     "Schedule",
     "SimplifiedRAdam",
     "build",
@@ -38,6 +49,7 @@ __all__ = [
     "hilton_multiplier",
     "lambda_lr",
     "rectification",
+    "register",
     "rho_inf",
     "rho_t",
     "untuned_exponential_warmup",

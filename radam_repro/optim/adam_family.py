@@ -22,7 +22,8 @@ where m_hat = m_t / (1 - beta1^t) and the denominator depends on ``eps_placement
 The two agree up to eps' scale: eps_sqrt_v = eps_sqrt_vhat * sqrt(1 - beta2^t), which matters
 for Adam-eps (eps = 1e-4) in the first thousand steps.
 
-Parameters are bucketed by (device, dtype, step). The adaptive phase of a bucket is one pass of
+Parameters are bucketed by (device, dtype, step); complex parameters are stepped as real views, as
+torch.optim.Adam does. The adaptive phase of a bucket is one pass of
 torch's fused Adam/AdamW kernel (``fused=None``, the default, wherever the device has one) with the
 variant folded into its scalar arguments (see :func:`_fused_adam_update`); the rare phases (sgd,
 skip, freeze) and ``fused=False`` run ``torch._foreach_*`` kernels. Steps are counted on the host
@@ -31,9 +32,10 @@ too, so rho_t, r_t and the bias corrections are Python floats: no host-device sy
 
 from __future__ import annotations
 
+import functools
 import math
-from collections import defaultdict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -44,7 +46,7 @@ FUSED_DEVICES = ("cpu", "cuda")
 FUSED_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 
 
-def _check_range(name: str, value: float, low: float, high: float, *, low_open=False, high_open=True) -> None:
+def check_range(name: str, value: float, low: float, high: float, *, low_open=False, high_open=True) -> None:
     ok_low = value > low if low_open else value >= low
     ok_high = value < high if high_open else value <= high
     if not (isinstance(value, (int, float)) and ok_low and ok_high):
@@ -54,14 +56,14 @@ def _check_range(name: str, value: float, low: float, high: float, *, low_open=F
 
 def validate_adam_hyperparameters(group: dict[str, Any]) -> None:
     """Raise ValueError naming the argument and its allowed range, as torch.optim does."""
-    _check_range("lr", group["lr"], 0.0, math.inf)
+    check_range("lr", group["lr"], 0.0, math.inf)
     betas = group["betas"]
     if len(betas) != 2:
         raise ValueError(f"invalid betas={betas!r}: expected two values (beta1, beta2)")
-    _check_range("betas[0] (beta1)", betas[0], 0.0, 1.0)
-    _check_range("betas[1] (beta2)", betas[1], 0.0, 1.0)
-    _check_range("eps", group["eps"], 0.0, math.inf, low_open=True)
-    _check_range("weight_decay", group["weight_decay"], 0.0, math.inf)
+    check_range("betas[0] (beta1)", betas[0], 0.0, 1.0)
+    check_range("betas[1] (beta2)", betas[1], 0.0, 1.0)
+    check_range("eps", group["eps"], 0.0, math.inf, low_open=True)
+    check_range("weight_decay", group["weight_decay"], 0.0, math.inf)
     if group["eps_placement"] not in EPS_PLACEMENTS:
         raise ValueError(f"invalid eps_placement={group['eps_placement']!r}: choose one of {EPS_PLACEMENTS}")
     if group["fused"] not in (None, True, False):
@@ -76,7 +78,8 @@ def validate_adam_hyperparameters(group: dict[str, Any]) -> None:
 
 
 def _fused_supported(p: torch.Tensor) -> bool:
-    return p.device.type in FUSED_DEVICES and p.dtype in FUSED_DTYPES
+    """Whether torch has fused Adam kernels for ``p`` (a complex parameter: for its real view)."""
+    return p.device.type in FUSED_DEVICES and p.dtype.to_real() in FUSED_DTYPES
 
 
 class AdamFamily(Optimizer):
@@ -177,82 +180,60 @@ class AdamFamily(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
+        """Gather each group's parameters into buckets, then one :func:`adam_family_update` per bucket."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         grad_scale, found_inf = getattr(self, "grad_scale", None), getattr(self, "found_inf", None)
         self._resolve_pending_skip()
-        host_skip = None  # found_inf read on the host, only if a foreach bucket needs it
+        inf_on_host = functools.cache(lambda: bool(found_inf))  # read once, and only if a foreach bucket needs it
         deferred: list[torch.Tensor] = []  # params whose step the fused kernel may have skipped on found_inf
         for group, stats in zip(self.param_groups, self.group_stats):
-            buckets: dict[tuple, list[list[torch.Tensor]]] = defaultdict(lambda: [[], [], [], [], []])
-            for p in group["params"]:
-                grad = p.grad
-                if grad is None:
+            for bucket in self._buckets(group):
+                phase, multiplier = self.rule(group, bucket.step)
+                path = adam_family_update(bucket, group, phase, multiplier, grad_scale, found_inf, inf_on_host)
+                if path == "skipped":
                     continue
-                if grad.is_sparse:
-                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-                state = self.state[p]
-                if not state:
-                    state["step"] = torch.zeros((), dtype=torch.float32, device=self._step_device(group, p))
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    self._steps[p] = 0
-                t = self._steps.get(p)
-                if t is None:
-                    t = self._steps[p] = int(state["step"])
-                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-                # the fused kernels walk raw memory: every tensor of a parameter must share its layout
-                same_layout = grad.stride() == p.stride() == exp_avg.stride() == exp_avg_sq.stride()
-                bucket = buckets[(p.device, p.dtype, t + 1, same_layout)]
-                for i, tensor in enumerate((p, grad, exp_avg, exp_avg_sq, state["step"])):
-                    bucket[i].append(tensor)
-            for (device, dtype, t, same_layout), (params, grads, exp_avgs, exp_avg_sqs, steps) in buckets.items():
-                phase, multiplier = self.rule(group, t)
-                scale, inf = (x if x is None else x.to(device, non_blocking=True) for x in (grad_scale, found_inf))
-                fused = (
-                    group["fused"] is not False
-                    and same_layout
-                    and device.type in FUSED_DEVICES
-                    and dtype in FUSED_DTYPES
-                    and phase == "adaptive"
-                    and multiplier > 0
-                )
-                if fused:
-                    torch._foreach_add_(steps, 1.0)
-                    _fused_adam_update(
-                        params,
-                        grads,
-                        exp_avgs,
-                        exp_avg_sqs,
-                        steps,
-                        group=group,
-                        step=t,
-                        multiplier=multiplier,
-                        grad_scale=scale,
-                        found_inf=inf,
-                    )
-                    if inf is not None:
-                        torch._foreach_sub_(steps, [inf] * len(steps))
-                        deferred += params
-                else:
-                    if found_inf is not None:
-                        host_skip = bool(found_inf) if host_skip is None else host_skip  # one read, rare phases
-                        if host_skip:
-                            continue
-                    if scale is not None:
-                        torch._foreach_div_(grads, scale)
-                    torch._foreach_add_(steps, 1.0)
-                    _adam_update(
-                        params, grads, exp_avgs, exp_avg_sqs, group=group, step=t, phase=phase, multiplier=multiplier
-                    )
-                for p in params:
-                    self._steps[p] = t
-                stats.update(phase=phase, multiplier=multiplier, step=t)
+                if path == "fused" and found_inf is not None:
+                    deferred += bucket.owners
+                for p in bucket.owners:
+                    self._steps[p] = bucket.step
+                stats.update(phase=phase, multiplier=multiplier, step=bucket.step)
         if deferred:
             self._defer_skip(found_inf, deferred)
         return loss
+
+    def _buckets(self, group: dict[str, Any]) -> list[Bucket]:
+        """The group's parameters with a gradient, their state created on first use, bucketed by (device, dtype,
+        step, fusable); complex parameters as real views (as torch.optim.Adam), so v holds re^2 and im^2."""
+        buckets: dict[tuple, Bucket] = {}
+        for p in group["params"]:
+            grad = p.grad
+            if grad is None:
+                continue
+            if grad.is_sparse:
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            state = self.state[p]
+            if not state:
+                state["step"] = torch.zeros((), dtype=torch.float32, device=self._step_device(group, p))
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                self._steps[p] = 0
+            t = self._steps.get(p)
+            if t is None:
+                t = self._steps[p] = int(state["step"])
+            tensors = [p, grad, state["exp_avg"], state["exp_avg_sq"]]
+            if torch.is_complex(p):
+                tensors = [torch.view_as_real(x) for x in tensors]
+            # the fused kernels walk raw memory: every tensor of a parameter must share its layout
+            fusable = _fused_supported(p) and len({x.stride() for x in tensors}) == 1
+            key = (p.device, tensors[0].dtype, t + 1, fusable)
+            bucket = buckets.setdefault(key, Bucket(step=t + 1, device=p.device, fusable=fusable))
+            bucket.owners.append(p)
+            for tensor_list, tensor in zip(bucket.tensors(), (*tensors, state["step"])):
+                tensor_list.append(tensor)
+        return list(buckets.values())
 
     def _defer_skip(self, found_inf: torch.Tensor, params: list[torch.Tensor]) -> None:
         """Remember found_inf to un-count ``params``' host steps if the kernel skipped them.
@@ -281,39 +262,73 @@ class AdamFamily(Optimizer):
                 self._steps[p] -= 1
 
 
-def _fused_adam_update(
-    params: list[torch.Tensor],
-    grads: list[torch.Tensor],
-    exp_avgs: list[torch.Tensor],
-    exp_avg_sqs: list[torch.Tensor],
-    steps: list[torch.Tensor],
-    *,
+@dataclass
+class Bucket:
+    """Tensors of same-device, same-dtype parameters at the same step ``step`` (1-based), as lists for the kernels."""
+
+    step: int
+    device: torch.device
+    fusable: bool  # the device and dtype have fused kernels and every tensor shares its parameter's layout
+    owners: list[torch.Tensor] = field(default_factory=list)  # the parameters (complex ones: not their real views)
+    params: list[torch.Tensor] = field(default_factory=list)
+    grads: list[torch.Tensor] = field(default_factory=list)
+    exp_avgs: list[torch.Tensor] = field(default_factory=list)
+    exp_avg_sqs: list[torch.Tensor] = field(default_factory=list)
+    steps: list[torch.Tensor] = field(default_factory=list)
+
+    def tensors(self) -> tuple[list[torch.Tensor], ...]:
+        return self.params, self.grads, self.exp_avgs, self.exp_avg_sqs, self.steps
+
+
+def adam_family_update(
+    bucket: Bucket,
     group: dict[str, Any],
-    step: int,
+    phase: str,
     multiplier: float,
     grad_scale: torch.Tensor | None,
     found_inf: torch.Tensor | None,
+    inf_on_host: Callable[[], bool],
+) -> str:
+    """One step of a bucket in ``phase`` with multiplier c_t (as torch's functional ``adam``): the adaptive phase on
+    torch's fused kernel where the bucket allows it, every other case on foreach kernels.
+
+    Returns the path taken: ``"fused"`` (its skip on found_inf is the kernel's, resolved later on the host),
+    ``"foreach"``, or ``"skipped"`` (a GradScaler found inf/NaN: nothing changed).
+    """
+    scale, inf = (x if x is None else x.to(bucket.device, non_blocking=True) for x in (grad_scale, found_inf))
+    if group["fused"] is not False and bucket.fusable and phase == "adaptive" and multiplier > 0:
+        torch._foreach_add_(bucket.steps, 1.0)
+        _fused_adam_update(bucket, group, multiplier, scale, inf)
+        if inf is not None:
+            torch._foreach_sub_(bucket.steps, [inf] * len(bucket.steps))
+        return "fused"
+    if found_inf is not None and inf_on_host():
+        return "skipped"
+    if scale is not None:
+        torch._foreach_div_(bucket.grads, scale)
+    torch._foreach_add_(bucket.steps, 1.0)
+    _adam_update(bucket, group, phase, multiplier)
+    return "foreach"
+
+
+def _fused_adam_update(
+    bucket: Bucket, group: dict[str, Any], multiplier: float, grad_scale: torch.Tensor | None, found_inf: Any
 ) -> None:
     """The adaptive phase of a bucket as one pass of torch's fused Adam (L2) or AdamW (decoupled) kernel.
 
     The kernel computes theta <- theta(1 - lr' wd') - lr'/(1 - beta1^t) m / (sqrt(v / (1 - beta2^t)) + eps')
-    with t read from ``steps``; the variant maps onto it with
+    with t read from ``bucket.steps``; the variant maps onto it with
     lr' = lr c_t (the multiplier scales the adaptive step only), wd' = wd / c_t for decoupled decay
     (so lr' wd' = lr wd, the un-multiplied lr), wd' = wd for L2, and eps' = eps / sqrt(1 - beta2^t)
     for ``sqrt_v`` (sqrt(v_t) + eps = sqrt(1 - beta2^t) (sqrt(v_hat) + eps')), eps' = eps for ``sqrt_vhat``.
     """
     lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
     if group["eps_placement"] == "sqrt_v":
-        eps = eps / math.sqrt(1.0 - beta2**step)
+        eps = eps / math.sqrt(1.0 - beta2**bucket.step)
     decoupled = wd != 0 and group["decoupled_weight_decay"]
     kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
     kernel(
-        params,
-        grads,
-        exp_avgs,
-        exp_avg_sqs,
-        [],
-        steps,
+        *(bucket.params, bucket.grads, bucket.exp_avgs, bucket.exp_avg_sqs, [], bucket.steps),
         lr=lr * multiplier,
         beta1=beta1,
         beta2=beta2,
@@ -326,18 +341,10 @@ def _fused_adam_update(
     )
 
 
-def _adam_update(
-    params: list[torch.Tensor],
-    grads: list[torch.Tensor],
-    exp_avgs: list[torch.Tensor],
-    exp_avg_sqs: list[torch.Tensor],
-    *,
-    group: dict[str, Any],
-    step: int,
-    phase: str,
-    multiplier: float,
-) -> None:
-    """One step of the core for a bucket of same-device, same-dtype, same-step tensors."""
+def _adam_update(bucket: Bucket, group: dict[str, Any], phase: str, multiplier: float) -> None:
+    """One step of the core in ``phase`` for a bucket, on foreach kernels."""
+    params, grads, exp_avgs, exp_avg_sqs, _ = bucket.tensors()
+    step = bucket.step
     lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
     if wd != 0 and not group["decoupled_weight_decay"]:
         grads = torch._foreach_add(grads, params, alpha=wd)

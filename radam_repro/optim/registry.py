@@ -1,9 +1,11 @@
-"""The optimizer registry: one :class:`OptimInfo` per algorithm (in the spirit of timm's optimizer factory).
+"""The optimizer registry: ``@register("name")`` next to a class (as fairseq's ``register_optimizer``, timm).
 
-An entry names the class, says in one line what it does, and lists the hyperparameters that apply with
-their defaults (read from the class's ``__init__`` signature, so a default lives in one place). The
-Hydra schema of each algorithm's configs (:mod:`radam_repro.config`) and :func:`build` are derived from
-it, so a new variant is one class + one line here + one YAML in ``configs/optimizer/``.
+An entry names the class, says in one line what it does (the class docstring's first line) and lists the
+hyperparameters that apply with their defaults, read from the signature of the class and of the bases its
+``**kwargs`` reach, so a default lives in the class alone. The Hydra schema of each algorithm's configs
+(:mod:`radam_repro.config`), the fairseq plugin's options, ``python -m radam_repro.optim --list`` and
+:func:`build` are derived from it: a new algorithm is its class file in ``radam_repro/optim/`` (imported by the
+package) + one YAML in ``configs/optimizer/``; a new variant of an algorithm is one YAML.
 
 >>> from radam_repro.optim.registry import build
 >>> opt = build({"algorithm": "radam", "lr": 3e-4, "betas": [0.9, 0.999]}, model.parameters())
@@ -14,13 +16,11 @@ from __future__ import annotations
 import inspect
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
-
-from radam_repro.optim.variants import Adam, Adam2k, RAdam, SimplifiedRAdam
 
 
 @dataclass(frozen=True)
@@ -40,12 +40,41 @@ class OptimInfo:
     hyperparameters: tuple[Hyperparameter, ...] = field(default=())
 
     def kwargs(self, cfg: Mapping[str, Any]) -> dict[str, Any]:
-        """The constructor's keyword arguments from a config; a missing key takes the registry's default."""
+        """The constructor's keyword arguments from a config; a missing key takes the class's default."""
         out = {}
         for hp in self.hyperparameters:
             value = cfg.get(hp.name, hp.default)
             out[hp.name] = tuple(value) if value is not None and _is_list(hp.type) else value
         return out
+
+
+OPTIMIZERS: dict[str, OptimInfo] = {}
+
+
+def register(name: str) -> Callable[[type], type]:
+    """Class decorator: register an optimizer class as ``optimizer.algorithm=name``.
+
+    Refuses a name already taken (naming both classes) and a class that is not a ``torch.optim.Optimizer``.
+    """
+
+    def decorate(cls: type) -> type:
+        if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+            raise TypeError(f"cannot register {cls!r} as optimizer {name!r}: it is not a torch.optim.Optimizer class")
+        if name in OPTIMIZERS:
+            taken = OPTIMIZERS[name].cls
+            raise ValueError(
+                f"optimizer name {name!r} is taken by {_qualname(taken)}; cannot register {_qualname(cls)} under it "
+                "(choose another name)"
+            )
+        description = (inspect.getdoc(cls) or cls.__name__).splitlines()[0]
+        OPTIMIZERS[name] = OptimInfo(name, cls, description, from_signature(cls))
+        return cls
+
+    return decorate
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _is_list(annotation: Any) -> bool:
@@ -64,58 +93,42 @@ def _config_type(annotation: Any) -> Any:
     return annotation
 
 
-def from_signature(cls: type, exclude: tuple[str, ...] = ()) -> tuple[Hyperparameter, ...]:
-    """Every keyword argument of ``cls.__init__`` that has a default (``params`` and ``**kwargs`` excluded)."""
-    hints = typing.get_type_hints(cls.__init__)
-    out = []
-    for p in inspect.signature(cls.__init__).parameters.values():
-        if p.default is inspect.Parameter.empty or p.kind is p.VAR_KEYWORD or p.name in exclude:
+def _type_of(default: Any) -> Any:
+    """The config type of an unannotated keyword, from its default (``None``: any value)."""
+    if isinstance(default, tuple):
+        return list[type(default[0])] if default else list[Any]
+    return Any if default is None else type(default)
+
+
+def from_signature(cls: type) -> tuple[Hyperparameter, ...]:
+    """Every keyword argument with a default of ``cls.__init__`` and, while it passes ``**kwargs`` on, of its bases.
+
+    A base's keywords come first; a subclass's default for the same name wins. An unannotated keyword takes the
+    type of its default.
+    """
+    found: dict[str, Hyperparameter] = {}
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
             continue
-        default = list(p.default) if isinstance(p.default, tuple) else p.default
-        out.append(Hyperparameter(p.name, _config_type(hints[p.name]), default))
-    return tuple(out)
+        try:
+            hints = typing.get_type_hints(init)
+        except (NameError, TypeError):  # an annotation that cannot be evaluated: typed by its default instead
+            hints = {}
+        params = inspect.signature(init).parameters.values()
+        own = {
+            p.name: Hyperparameter(p.name, _config_type(hints.get(p.name, _type_of(p.default))), _plain(p.default))
+            for p in params
+            if p.default is not inspect.Parameter.empty and p.kind is not p.VAR_KEYWORD
+        }
+        found = {**own, **found}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return tuple(found.values())
 
 
-OPTIMIZERS: dict[str, OptimInfo] = {
-    info.name: info
-    for info in (
-        OptimInfo(
-            "adam",
-            Adam,
-            "Adam (Kingma & Ba); with a warmup schedule: Adam-warmup, with eps 1e-4: Adam-eps",
-            from_signature(Adam),
-        ),
-        OptimInfo(
-            "adam_2k",
-            Adam2k,
-            "Adam whose first freeze_steps updates only accumulate v_t (paper Sec. 3.2)",
-            from_signature(Adam2k),
-        ),
-        OptimInfo(
-            "radam",
-            RAdam,
-            "Rectified Adam (paper Alg. 2): r_t-scaled step once rho_t > threshold, SGD-momentum (or no step) before",
-            from_signature(RAdam),
-        ),
-        OptimInfo(
-            "simplified_radam",
-            SimplifiedRAdam,
-            "Adam with lr x sqrt(2/(1+beta2^t) - 1) (J. Hilton 2019): no threshold, no SGD phase",
-            from_signature(SimplifiedRAdam),
-        ),
-        OptimInfo(
-            "sgd",
-            torch.optim.SGD,
-            "SGD with momentum and coupled L2 weight decay (the official CIFAR baseline)",
-            (
-                Hyperparameter("lr", float, 0.1),
-                Hyperparameter("momentum", float, 0.9),
-                Hyperparameter("nesterov", bool, False),
-                Hyperparameter("weight_decay", float, 0.0),
-            ),
-        ),
-    )
-}
+def _plain(default: Any) -> Any:
+    return list(default) if isinstance(default, tuple) else default
 
 
 def get(name: str) -> OptimInfo:

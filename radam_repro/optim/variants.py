@@ -4,7 +4,9 @@ Adam-vanilla, Adam-eps (eps = 1e-4) and Adam-warmup are :class:`Adam` with other
 (warmup is a schedule, see :mod:`radam_repro.optim.schedules`); the untuned warmups of
 Ma & Yarats (2019) are schedules too. Every class takes ``fused``: ``None`` (default) runs the
 adaptive phase on torch's fused Adam/AdamW kernels where the device has them, ``False`` on foreach
-kernels only (see :mod:`radam_repro.optim.adam_family`).
+kernels only (see :mod:`radam_repro.optim.adam_family`). The Adam keywords and their defaults (``lr, betas, eps,
+weight_decay, decoupled_weight_decay, eps_placement, fused``) are :class:`AdamFamily`'s; a variant's signature
+holds only its own.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from typing import Any
 
 from radam_repro.optim.adam_family import AdamFamily
 from radam_repro.optim.rectification import hilton_multiplier, rectification
+from radam_repro.optim.registry import register
 
 
+@register("adam")
 class Adam(AdamFamily):
-    r"""Adam (Kingma & Ba, 2015; Liu et al. Alg. 1) with decoupled weight decay by default.
+    r"""Adam (Kingma & Ba); with a warmup schedule: Adam-warmup, with eps 1e-4: Adam-eps (Liu et al. Alg. 1).
 
     .. math::
         m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t,\quad v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2,\\
@@ -29,50 +33,19 @@ class Adam(AdamFamily):
     ``decoupled_weight_decay=False`` adds :math:`\lambda\theta` to the gradient (L2) instead.
     """
 
-    def __init__(
-        self,
-        params: Iterable,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        decoupled_weight_decay: bool = True,
-        eps_placement: str = "sqrt_v",
-        fused: bool | None = None,
-    ) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, decoupled_weight_decay, eps_placement, fused)
 
-
+@register("adam_2k")
 class Adam2k(AdamFamily):
-    r"""Adam-2k (Liu et al. Sec. 3.2; fairseq ``--adam-freeze``): for :math:`t \le K` only
+    r"""Adam whose first freeze_steps updates only accumulate v_t (paper Sec. 3.2).
+
+    Adam-2k (fairseq ``--adam-freeze``): for :math:`t \le K` only
     :math:`v_t = \beta_2 v_{t-1} + (1-\beta_2)g_t^2` is updated — :math:`m`, :math:`\theta` and
     weight decay stay frozen — while the step counter keeps counting; then plain :class:`Adam`
     (whose bias corrections therefore use :math:`t > K`).
     """
 
-    def __init__(
-        self,
-        params: Iterable,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        decoupled_weight_decay: bool = True,
-        eps_placement: str = "sqrt_v",
-        freeze_steps: int = 2000,
-        fused: bool | None = None,
-    ) -> None:
-        super().__init__(
-            params,
-            lr,
-            betas,
-            eps,
-            weight_decay,
-            decoupled_weight_decay,
-            eps_placement,
-            fused,
-            freeze_steps=freeze_steps,
-        )
+    def __init__(self, params: Iterable, *, freeze_steps: int = 2000, **adam: Any) -> None:
+        super().__init__(params, freeze_steps=freeze_steps, **adam)
 
     def validate_group(self, group: dict[str, Any]) -> None:
         super().validate_group(group)
@@ -83,8 +56,9 @@ class Adam2k(AdamFamily):
         return ("freeze", 0.0) if step <= group["freeze_steps"] else ("adaptive", 1.0)
 
 
+@register("radam")
 class RAdam(AdamFamily):
-    r"""Rectified Adam (Liu et al. Alg. 2).
+    r"""Rectified Adam (paper Alg. 2): r_t-scaled step once rho_t > threshold, SGD-momentum (or no step) before.
 
     With :math:`\rho_\infty = 2/(1-\beta_2) - 1` and
     :math:`\rho_t = \rho_\infty - 2t\beta_2^t/(1-\beta_2^t)` (eqs. 4-5): if
@@ -102,30 +76,9 @@ class RAdam(AdamFamily):
     """
 
     def __init__(
-        self,
-        params: Iterable,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        threshold: float = 5.0,
-        degenerated_to_sgd: bool = True,
-        decoupled_weight_decay: bool = True,
-        eps_placement: str = "sqrt_v",
-        fused: bool | None = None,
+        self, params: Iterable, *, threshold: float = 5.0, degenerated_to_sgd: bool = True, **adam: Any
     ) -> None:
-        super().__init__(
-            params,
-            lr,
-            betas,
-            eps,
-            weight_decay,
-            decoupled_weight_decay,
-            eps_placement,
-            fused,
-            threshold=threshold,
-            degenerated_to_sgd=degenerated_to_sgd,
-        )
+        super().__init__(params, threshold=threshold, degenerated_to_sgd=degenerated_to_sgd, **adam)
 
     def validate_group(self, group: dict[str, Any]) -> None:
         super().validate_group(group)
@@ -143,28 +96,16 @@ class RAdam(AdamFamily):
         return ("sgd", 1.0) if group["degenerated_to_sgd"] else ("skip", 0.0)
 
 
+@register("simplified_radam")
 class SimplifiedRAdam(AdamFamily):
-    r"""Simplified RAdam (J. Hilton, 2019): Adam with its step multiplied by
+    r"""Adam with lr x sqrt(2/(1+beta2^t) - 1) (J. Hilton 2019): no threshold, no SGD phase.
 
     .. math:: c_t = \sqrt{2/(1+\beta_2^t) - 1} = \sqrt{(1-\beta_2^t)/(1+\beta_2^t)},
 
     RAdam's large-:math:`\rho` limit :math:`\sqrt{\rho_t/\rho_\infty}` with :math:`\rho_t` replaced by
-    the effective sample size of the EMA; no threshold and no SGD phase. As with RAdam's
-    :math:`r_t`, decoupled weight decay uses the un-multiplied lr.
+    the effective sample size of the EMA. As with RAdam's :math:`r_t`, decoupled weight decay uses the
+    un-multiplied lr.
     """
-
-    def __init__(
-        self,
-        params: Iterable,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        decoupled_weight_decay: bool = True,
-        eps_placement: str = "sqrt_v",
-        fused: bool | None = None,
-    ) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, decoupled_weight_decay, eps_placement, fused)
 
     def rule(self, group: dict[str, Any], step: int) -> tuple[str, float]:
         return "adaptive", hilton_multiplier(group["betas"][1], step)

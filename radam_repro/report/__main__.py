@@ -1,7 +1,9 @@
 """``python -m radam_repro.report <sweep or run folders...> [--out results/<name>]``.
 
 Reads run folders only (never W&B), prints the grouping keys and the run counts, and writes
-``report.md``, ``summary.csv``, ``runs.csv`` and ``figures/*.png`` into ``--out``.
+``report.md``, ``summary.csv``, ``runs.csv`` and ``figures/*.png`` into ``--out``; with a solved criterion also
+the claims' verdicts (``claims.md``, ``claims.csv``) and the early signals ranked by how well they predict failure
+(``early_signals.md``, ``early_signals.csv``, ``figures/early_signals.png``).
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from pathlib import Path
 
 import yaml
 
-from radam_repro.report.aggregate import IGNORED_KEYS, aggregate
+from radam_repro.report.aggregate import IGNORED_KEYS, Aggregate, aggregate
+from radam_repro.report.claims import CLAIMS_YAML, Claim, evaluate_claims, load_claims, write_claims
 from radam_repro.report.figures import write_figures
-from radam_repro.report.runs import load_runs
+from radam_repro.report.runs import Run, load_runs
+from radam_repro.report.signals import rank_signals, signals_figure, write_signals
 from radam_repro.report.tables import PAPER_YAML, Solved, load_paper, write_tables
 from radam_repro.run_folder import CONFIG_FILE, SUMMARY_FILE, Status
 
@@ -32,6 +36,7 @@ def main(argv: list[str] | None = None) -> Path:
         metavar="KEY",
         help="another config key (or prefix) to leave out of the grouping; repeatable",
     )
+    parser.add_argument("--claims", type=Path, default=CLAIMS_YAML, help="claims to evaluate (default: %(default)s)")
     parser.add_argument("--no-figures", action="store_true", help="tables only")
     parser.add_argument(
         "--solved",
@@ -44,6 +49,10 @@ def main(argv: list[str] | None = None) -> Path:
     out = args.out or Path("results") / args.folders[0].resolve().name
 
     args.solved = args.solved or _experiment_solved(args.folders)
+    try:
+        claims, claims_solved = load_claims(args.claims)
+    except (OSError, ValueError) as e:
+        parser.error(str(e))
     runs = load_runs(args.folders)
     if not runs:
         parser.error(f"no run folders (with {CONFIG_FILE} or {SUMMARY_FILE}) under {', '.join(map(str, args.folders))}")
@@ -60,12 +69,31 @@ def main(argv: list[str] | None = None) -> Path:
         print(f"[report] {run.status:<10} {run.path}" + (f"  ({'; '.join(run.problems)})" if run.problems else ""))
 
     figures = [] if args.no_figures else write_figures(agg, out / "figures", solved=args.solved)
+    figures += _claims_and_signals(runs, agg, claims, args.solved or claims_solved, out, figures=not args.no_figures)
     command = "python -m radam_repro.report " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
     report = write_tables(agg, paper, out, command=command, figures=figures, solved=args.solved)
     print(f"[report] wrote {report}, {out / 'summary.csv'}, {out / 'runs.csv'} and {len(figures)} figures")
     return out
+
+
+def _claims_and_signals(
+    runs: list[Run], agg: Aggregate, claims: list[Claim], solved: Solved | None, out: Path, figures: bool
+) -> list[Path]:
+    """Write the claims' verdicts and the early-signal ranking (both need a solved criterion); return the figure."""
+    if solved is None:
+        print("[report] no solved criterion (--solved, the experiment's or the claims file's): claims skipped")
+        return []
+    verdicts = evaluate_claims(claims, agg, solved)
+    ranked = rank_signals(runs, solved)
+    written = write_claims(verdicts, out, solved) + write_signals(ranked, out, solved)
+    figure = signals_figure(ranked, out / "figures" / "early_signals.png") if figures else None
+    print(f"[report] claims (solved: {solved}):")
+    for v in verdicts:
+        print(f"[report]   {v.verdict:<16} {v.claim.id} ({v.claim.cite()})")
+    print(f"[report] wrote {', '.join(str(p) for p in written)}")
+    return [figure] if figure else []
 
 
 def _experiment_solved(folders: list[Path]) -> Solved | None:

@@ -8,15 +8,36 @@ run would have seen.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from radam_repro.distributed import shard_rows
 from radam_repro.optim.schedules import Decay
+
+
+def bounded(default: Any, low: float, high: float | None = None) -> Any:
+    """A config field whose value (unless null) must lie in [low, high]; :func:`check_bounds` enforces it."""
+    return dataclasses.field(default=default, metadata={"bounds": (low, high)})
+
+
+def check_bounds(cfg: DictConfig, prefix: str = "task") -> None:
+    """Raise ValueError naming the key (``task.batch_size=0 must be >= 1``) for a value outside its field's bounds."""
+    for f in dataclasses.fields(OmegaConf.get_type(cfg)):
+        value, key = cfg[f.name], f"{prefix}.{f.name}"
+        if isinstance(value, DictConfig) and dataclasses.is_dataclass(OmegaConf.get_type(value)):
+            check_bounds(value, key)
+        low, high = f.metadata.get("bounds", (None, None))
+        if value is None or low is None:
+            continue
+        if value < low or (high is not None and value > high):
+            allowed = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise ValueError(f"{key}={value} must be {allowed}")
 
 
 class Task:

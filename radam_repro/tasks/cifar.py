@@ -13,27 +13,28 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
+from radam_repro import tasks
 from radam_repro.data.cifar import augment, load_cifar10, normalize
 from radam_repro.models.resnet_cifar import CifarResNet
-from radam_repro.tasks.base import Decay, Task
+from radam_repro.tasks.base import Decay, Task, bounded
 
 
 @dataclass
 class CifarConfig:
     name: str = "cifar10"
-    data_dir: str = "data/cifar10"
+    data_dir: str = MISSING  # the folder holding cifar-10-batches-py (task/cifar10.yaml: under data_root)
     download: bool = False
     check_integrity: bool = True  # false accepts md5-different files (e.g. the staged partial set)
     depth: int = 20
-    epochs: int = 164
+    epochs: int = bounded(164, 1)
     decay_epochs: list[int] = field(default_factory=lambda: [81, 122])  # 0-based: lr x decay_gamma from these epochs on
-    decay_gamma: float = 0.1
-    batch_size: int = 128
-    eval_batch_size: int = 100
-    train_subset: Optional[int] = None  # keep only the first N training images (small CPU variants)
-    clip_norm: float = 0.0
+    decay_gamma: float = bounded(0.1, 0.0)
+    batch_size: int = bounded(128, 1)
+    eval_batch_size: int = bounded(100, 1)
+    train_subset: Optional[int] = bounded(None, 1)  # keep only the first N training images (small CPU variants)
+    clip_norm: float = bounded(0.0, 0.0)
 
 
 class CifarTask(Task):
@@ -83,5 +84,5 @@ class CifarTask(Task):
 
 
 def build(cfg: DictConfig, *, seed: int, device: torch.device) -> CifarTask:
-    merged = OmegaConf.merge(OmegaConf.structured(CifarConfig), cfg)
-    return CifarTask(OmegaConf.to_object(merged), seed, device)
+    """``task=cifar10``; the config goes through :func:`radam_repro.tasks.config` (resolved, defaulted, checked)."""
+    return CifarTask(OmegaConf.to_object(tasks.config(cfg)), seed, device)

@@ -18,11 +18,12 @@ import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
 from torch import nn
 
+from radam_repro import tasks
 from radam_repro.data.lm1b import LM1B_HELDOUT, LM1B_TRAIN, LMBatch, ShardStream, open_corpus, stream_rows, windows
 from radam_repro.data.lm_corpus import unigram_perplexity
 from radam_repro.distributed import shard_rows
 from radam_repro.models.lstm_lm import Hidden, LSTMLanguageModel
-from radam_repro.tasks.base import Decay, Task
+from radam_repro.tasks.base import Decay, Task, bounded
 
 
 @dataclass
@@ -46,17 +47,17 @@ class LanguageModelConfig:
     valid_lines: list[float] = field(default_factory=lambda: [0.0, 1.0])
     test_lines: list[float] = field(default_factory=lambda: [0.0, 1.0])
     keep_blank_lines: bool = False  # False: One Billion Word; True: WikiText (a blank line is a lone <eos>)
-    unk_threshold: int = 3
+    unk_threshold: int = bounded(3, 0)
     vocab_file: Optional[str] = None
     cache_dir: Optional[str] = None
-    batch_size: int = 128
-    bptt: int = 20
-    eval_batch_size: int = 1
-    eval_bptt: int = 128
-    epochs: int = 14
+    batch_size: int = bounded(128, 1)
+    bptt: int = bounded(20, 1)
+    eval_batch_size: int = bounded(1, 1)
+    eval_bptt: int = bounded(128, 1)
+    epochs: int = bounded(14, 1)
     decay_epochs: list[int] = field(default_factory=lambda: [9])  # 0-based: ×gamma from the 10th epoch on
-    decay_gamma: float = 0.1
-    clip_norm: float = 5.0
+    decay_gamma: float = bounded(0.1, 0.0)
+    clip_norm: float = bounded(5.0, 0.0)
     model: LSTMConfig = field(default_factory=LSTMConfig)
 
 
@@ -152,6 +153,5 @@ class LanguageModelTask(Task):
 
 
 def build(cfg: DictConfig, *, seed: int, device: torch.device) -> LanguageModelTask:
-    """``lm1b`` / ``lm1b_small`` from ``configs/task/<name>.yaml``; unknown keys or wrong types fail here."""
-    merged = OmegaConf.merge(OmegaConf.structured(LanguageModelConfig), OmegaConf.to_container(cfg, resolve=True))
-    return LanguageModelTask(OmegaConf.to_object(merged), seed=seed, device=device)
+    """``lm1b`` / ``lm1b_small``; the config goes through :func:`radam_repro.tasks.config`."""
+    return LanguageModelTask(OmegaConf.to_object(tasks.config(cfg)), seed=seed, device=device)

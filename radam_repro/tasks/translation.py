@@ -30,6 +30,7 @@ import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
 from torch import nn
 
+from radam_repro import tasks
 from radam_repro.data.bilingual import (
     PAD,
     BilingualData,
@@ -45,7 +46,7 @@ from radam_repro.data.synthetic_translation import VALID_STREAM, SyntheticTransl
 from radam_repro.models import fairseq_checkpoint
 from radam_repro.models.sequence_generator import beam_search
 from radam_repro.models.transformer import Architecture, Transformer, TransformerConfig
-from radam_repro.tasks.base import Decay, Task
+from radam_repro.tasks.base import Decay, Task, bounded
 
 
 @dataclass
@@ -64,18 +65,18 @@ class NMTConfig:
     train_split: str = "train"  # "valid" trains on the staged IWSLT sample (every 23rd training line)
     test_split: str = "test"
     cache_dir: Optional[str] = None  # dictionaries and learned BPE; default $RADAM_REPRO_CACHE or ~/.cache/radam_repro
-    bpe_merges: int = 10000  # nmt_multi30k: joint BPE merges learned by subword-nmt
-    max_tokens: int = 4000
-    max_update: int = 70000
-    label_smoothing: float = 0.1
-    clip_norm: float = 25.0
-    min_lr: float = 1e-9  # the linear decay's end (fairseq --min-lr)
-    average_last: int = 10  # eval.sh averages 10 checkpoints, the paper says 20
-    beam: int = 5
+    bpe_merges: int = bounded(10000, 1)  # nmt_multi30k: joint BPE merges learned by subword-nmt
+    max_tokens: int = bounded(4000, 1)
+    max_update: int = bounded(70000, 0)
+    label_smoothing: float = bounded(0.1, 0.0, 1.0)
+    clip_norm: float = bounded(25.0, 0.0)
+    min_lr: float = bounded(1e-9, 0.0)  # the linear decay's end (fairseq --min-lr)
+    average_last: int = bounded(10, 1)  # eval.sh averages 10 checkpoints, the paper says 20
+    beam: int = bounded(5, 1)
     lenpen: float = 1.0
     max_len_a: float = 0.0
     max_len_b: int = 200
-    eval_batch_size: int = 128  # sentences per beam-search batch
+    eval_batch_size: int = bounded(128, 1)  # sentences per beam-search batch
     detok_bleu: bool = False  # also sacreBLEU (13a) on Moses-detokenised text
     init_from: Optional[str] = None  # a fairseq checkpoint_*.pt: initial weights (with max_update=0: evaluate it)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -84,27 +85,22 @@ class NMTConfig:
 @dataclass
 class SyntheticConfig:
     name: str = "nmt_synthetic"
-    vocab: int = 32
-    length: int = 12
+    vocab: int = bounded(32, 2)
+    length: int = bounded(12, 1)
     task_seed: int = 0
-    batch_size: int = 64
-    max_update: int = 500
-    steps_per_epoch: int = 100
-    decay_start: Optional[float] = None  # linear decay to 0 from this fraction of T (None: fairseq's, after a warmup)
-    label_smoothing: float = 0.0
-    clip_norm: float = 0.0
-    valid_batches: int = 4
+    batch_size: int = bounded(64, 1)
+    max_update: int = bounded(500, 1)
+    steps_per_epoch: int = bounded(100, 1)
+    # linear decay to 0 from this fraction of T (None: fairseq's, after a warmup)
+    decay_start: Optional[float] = bounded(None, 0.0, 1.0)
+    label_smoothing: float = bounded(0.0, 0.0, 1.0)
+    clip_norm: float = bounded(0.0, 0.0)
+    valid_batches: int = bounded(4, 1)
     model: ModelConfig = field(
         default_factory=lambda: ModelConfig(
             encoder_layers=4, decoder_layers=4, d_model=64, ffn_dim=256, heads=4, dropout=0.0, share_all_embeddings=True
         )
     )
-
-
-def validated(cfg: DictConfig, schema: type) -> DictConfig:
-    """Merge ``cfg`` (interpolations resolved) into the structured ``schema``: unknown keys and wrong types fail by name."""
-    plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-    return OmegaConf.merge(OmegaConf.structured(schema), plain)
 
 
 def build_transformer(model_cfg: DictConfig, src_vocab: int, tgt_vocab: int) -> Transformer:
@@ -284,8 +280,9 @@ class TranslationTask(Seq2SeqTask):
 
 
 def build(cfg: DictConfig, *, seed: int, device: torch.device) -> TranslationTask:
-    """``task=nmt`` (prepare-iwslt14.sh or fairseq data-bin folder) or ``task=nmt_multi30k`` (Multi30k ``tok/``)."""
-    cfg = validated(cfg, NMTConfig)
+    """``task=nmt`` (prepare-iwslt14.sh or fairseq data-bin folder) or ``task=nmt_multi30k`` (Multi30k ``tok/``);
+    the config goes through :func:`radam_repro.tasks.config` (resolved, defaulted, checked)."""
+    cfg = tasks.config(cfg)
     data_dir = Path(cfg.data_dir)
     splits = dict.fromkeys([cfg.train_split, "valid", cfg.test_split])
     if cfg.name == "nmt_multi30k":
@@ -356,5 +353,5 @@ class SyntheticTranslationTask(Seq2SeqTask):
 
 
 def build_synthetic(cfg: DictConfig, *, seed: int, device: torch.device) -> SyntheticTranslationTask:
-    """``task=nmt_synthetic``: no data needed."""
-    return SyntheticTranslationTask(validated(cfg, SyntheticConfig), seed=seed, device=device)
+    """``task=nmt_synthetic``: no data needed; the config goes through :func:`radam_repro.tasks.config`."""
+    return SyntheticTranslationTask(tasks.config(cfg), seed=seed, device=device)
