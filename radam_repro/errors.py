@@ -19,17 +19,14 @@ def kind_of(value: object) -> str:
     return "null" if value is None else f"a {type(value).__name__}"
 
 
-def check_zip(path: str | Path) -> None:
-    """Refuse a ``torch.save`` zip whose members fail their CRC-32 (torch.load never checks them).
-
-    A file that is not a zip (torch's legacy format, or one cut short) is left to torch.load to judge.
-    """
+def zip_damage(path: str | Path) -> str | None:
+    """What is wrong with a ``torch.save`` zip: a member failing its CRC-32 (torch.load never checks them), or a
+    broken archive; None when it is intact, or not a zip (torch's legacy format: torch.load judges it)."""
     if not zipfile.is_zipfile(path):
-        return
+        return None
     try:
         with zipfile.ZipFile(path) as archive:
             damaged = archive.testzip()
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:
-        raise CorruptFile(path, f"{path} is a damaged zip archive ({type(e).__name__}: {e})") from None
-    if damaged is not None:
-        raise CorruptFile(path, f"{path} is damaged: its member {damaged} fails its CRC-32 check")
+        return f"a broken zip archive ({type(e).__name__}: {e})"
+    return None if damaged is None else f"checksum mismatch in {damaged}"

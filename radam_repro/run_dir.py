@@ -4,9 +4,10 @@ Every file is written atomically (a temporary name in the same folder, then a re
 umask, so a killed run never leaves a half-written JSON or checkpoint; temporary files a killed run left
 behind are removed when the next run takes the folder. metrics.jsonl is append-only; a resumed
 run cuts it back to its length at the checkpoint. Checkpoints hold only tensors and plain containers and
-load with ``torch.load(weights_only=True)`` after their zip CRC-32s are checked; each ``step_*.pt`` is a file of
-its own, so a damaged ``latest.pt`` falls back to the newest readable one. A file that cannot be read as what it
-should be raises :class:`~radam_repro.errors.CorruptFile`, naming it.
+load with ``torch.load(weights_only=True)`` after their CRC-32 checksums (which torch.save writes and torch.load
+never checks) are verified; each ``step_*.pt`` is a file of its own, so a damaged ``latest.pt`` (truncated, or
+a flipped bit) falls back to the newest good one. A file that cannot be read as what it should be raises
+:class:`~radam_repro.errors.CorruptFile`, naming it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from radam_repro.errors import CorruptFile, check_zip, kind_of
+from radam_repro.errors import CorruptFile, kind_of, zip_damage
 from radam_repro.folder_lock import LEASE_S, FolderLock, RunFolderInUse
 from radam_repro.run_folder import (
     CHECKPOINT_DIR,
@@ -196,14 +197,15 @@ class RunDir:
     def load_checkpoint(self, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], Path] | None:
         """The newest loadable checkpoint and its path, or None when there is none.
 
-        latest.pt first, then ``step_*.pt`` newest first; a file that fails its zip CRC-32 check, does not load with
+        latest.pt first, then ``step_*.pt`` newest first; a file that fails its CRC-32 checksums, does not load with
         ``weights_only=True`` or lacks one of :data:`CHECKPOINT_KEYS` is named and skipped.
         """
         candidates = [self.checkpoints / LATEST_CHECKPOINT, *reversed(self.step_checkpoints())]
         errors = []
         for path in filter(Path.exists, candidates):
             try:
-                check_zip(path)
+                if (damage := zip_damage(path)) is not None:
+                    raise ValueError(f"{damage}: the file is damaged")
                 state = torch.load(path, map_location=map_location, weights_only=True)
                 if not isinstance(state, dict) or (missing := [k for k in CHECKPOINT_KEYS if k not in state]):
                     raise KeyError(f"not a checkpoint: no {', '.join(missing) if isinstance(state, dict) else 'dict'}")

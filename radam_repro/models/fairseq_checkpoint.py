@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from radam_repro.errors import CorruptFile, check_zip
+from radam_repro.errors import CorruptFile, zip_damage
 from radam_repro.models.transformer import Transformer, TransformerConfig
 
 SAFE_GLOBALS = [argparse.Namespace]
@@ -56,7 +56,8 @@ def load(path: str | Path) -> dict[str, Any]:
     A file that fails its zip CRC-32s, does not load that way, or holds no ``model`` mapping of tensors, is
     :class:`CorruptFile`.
     """
-    check_zip(path)
+    if (damage := zip_damage(path)) is not None:
+        raise CorruptFile(path, f"fairseq checkpoint {path}: {damage}: the file is damaged")
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
