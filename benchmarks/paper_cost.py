@@ -26,6 +26,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.gpu_check import IWSLT_VOCAB, LM_VOCAB, iwslt_architecture, iwslt_like_batches, transformer_train_flops
+from radam_repro.__main__ import register  # noqa: F401 - registers the config schema and resolvers
 from radam_repro.models.resnet_cifar import CifarResNet
 from radam_repro.models.transformer import Transformer
 from radam_repro.tasks.translation import label_smoothed_nll_loss
@@ -53,8 +54,6 @@ def sweep(experiment: str) -> list[list[str]]:
 
 def cell_configs(experiment: str) -> list:
     """The composed config of every cell of ``experiment``'s sweep."""
-    from radam_repro.__main__ import register  # noqa: F401 - the config schema and resolvers
-
     cells = sweep(experiment)
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         return [compose("radam_repro", overrides=[f"experiment={experiment}", *cell]) for cell in cells]
