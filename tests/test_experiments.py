@@ -45,13 +45,11 @@ def test_multi30k_cells_follow_rules_m1_to_m10():
     t, s = 2000, 2000 / 70000
     for (variant, lr, _), cfg in configs.items():
         task, opt = cfg.task, cfg.optimizer
-        assert (task.name, task.model.layers, task.model.d_model, task.model.ffn_dim, task.model.heads) == (
-            "nmt_multi30k", 3, 128, 512, 4
-        )  # M1
+        model = task.model
+        assert (task.name, model.layers, model.d_model, model.ffn_dim, model.heads) == ("nmt_multi30k", 3, 128, 512, 4)
         assert task.max_tokens == 2000 and task.model.dropout == 0.3 and task.label_smoothing == 0.1  # M1, M8
         assert task.model.pre_norm == (variant == "adam_preln")
-        assert (task.average_last, task.beam, cfg.trainer.checkpoint_every) == (10, 5, 32)  # M9: 32 ~ 1100 s
-        assert round(1100 * s) == 31 and abs(32 * 10 / t - 10 * 1100 / 70000) < 0.01  # the last 16 % averaged
+        assert (task.average_last, task.beam, cfg.trainer.checkpoint_every, cfg.trainer.eval_every) == (10, 5, 32, 200)
         assert opt.weight_decay == 1e-4 and opt.eps == (1e-4 if variant == "adam_eps" else 1e-8)  # M7
         horizon = 2 / (1 - opt.betas[1])
         if variant in ("radam", "radam_simple"):
@@ -138,7 +136,6 @@ def test_a_multi30k_cell_trains_two_updates_and_reports_averaged_bleu(tmp_path, 
     summary, config = finished(runs, "multi30k_ablation")
     assert summary["status"] == "completed" and summary["step"] == 2
     assert summary["final"]["test/checkpoints_averaged"] == 2 and 0 <= summary["final"]["test/bleu"] <= 100
-    assert summary["final"]["valid/loss"] > 0
     assert config["optimizer"]["freeze_steps"] == 57 and config["task"]["max_update"] == 2057
 
 
@@ -146,7 +143,9 @@ def test_a_multi30k_cell_trains_two_updates_and_reports_averaged_bleu(tmp_path, 
 def test_a_cifar_cell_trains_two_updates(tmp_path, cifar_dir, experiment):
     runs = tmp_path / "runs"
     overrides = ["task.depth=8", "trainer.precision=fp32", f"task.data_dir={cifar_dir}", "task.check_integrity=false"]
-    run_cli(f"experiment={experiment}", "hydra.mode=RUN", "optimizer.lr=0.01", "trainer.max_steps=2", *overrides, runs=runs)
+    run_cli(
+        f"experiment={experiment}", "hydra.mode=RUN", "optimizer.lr=0.01", "trainer.max_steps=2", *overrides, runs=runs
+    )
     summary, config = finished(runs, experiment)
     assert summary["status"] == "completed" and summary["step"] == 2 and 0 <= summary["final"]["test/acc"] <= 100
 
