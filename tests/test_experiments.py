@@ -179,3 +179,34 @@ def test_paper_lm1b_trains_two_updates_on_the_staged_shard(tmp_path, shared_data
     summary, config = finished(runs, "paper_lm1b")
     assert summary["status"] == "completed" and summary["step"] == 2 and summary["final"]["valid/ppl"] > 1
     assert config["task"]["epochs"] == 14 and config["task"]["model"]["hidden_size"] == 32
+
+
+def test_depth_sweep_draws_layers_by_horizon_heat_maps(tmp_path, monkeypatch):
+    """warmup_depth's groups (layers x W at one lr): a heat map per variant, layers on x, solved counts per cell."""
+    from radam_repro.report import figures
+    from radam_repro.report.aggregate import aggregate
+    from radam_repro.report.runs import Run
+    from radam_repro.report.tables import Solved
+
+    runs = []
+    for layers in (2, 8):
+        for w in (10, 200):
+            for seed in (1, 2):
+                config = {
+                    "seed": seed,
+                    "task": {"name": "toy", "model": {"layers": layers}},
+                    "optimizer": {"name": "adam_warmup", "lr": 3e-3, "warmup": {"kind": "linear", "steps": w}},
+                }
+                loss = 3.0 if (layers, w) == (8, 10) else 0.01
+                runs.append(
+                    Run(tmp_path / f"{layers}-{w}-{seed}", config, {"final": {"valid/loss": loss}}, [], "completed")
+                )
+    saved = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: saved.append(fig) or path)
+    [path] = figures.robustness_heatmaps(aggregate(runs), "toy", tmp_path, Solved.parse("valid/loss<0.1"))
+    assert path.name == "robustness_toy_adam_warmup.png"
+    solved_panel = saved[0].axes[0]
+    assert solved_panel.get_xlabel() == "encoder = decoder layers"
+    assert [t.get_text() for t in solved_panel.get_xticklabels()] == ["2", "8"]
+    texts = {(round(t.get_position()[0]), round(t.get_position()[1])): t.get_text() for t in solved_panel.texts}
+    assert texts == {(0, 0): "2/2", (0, 1): "2/2", (1, 0): "0/2", (1, 1): "2/2"}
