@@ -309,6 +309,13 @@ def test_rank_signals_puts_the_separating_signal_first():
     assert early_values(runs[0]) == {"grad_norm": 5.0, "loss": runs[0].rows[0]["loss"]}
 
 
+def test_per_layer_update_sizes_enter_the_ranking_through_their_summaries():
+    early = {"update/relative": 0.1, "update/relative_max": 0.3, "update/relative/0.weight": 0.3}
+    early |= {"update/angle": 0.01, "update/angle_max": 0.02, "update/angle/0.weight": 0.02}
+    run = make_run("adam", 1, SOLVES, **early)
+    assert early_values(run) == pytest.approx({k: v for k, v in early.items() if k.count("/") == 1})
+
+
 # -- the report CLI on real tiny runs --------------------------------------------------------------
 def test_report_writes_claims_and_signal_tables_for_a_tiny_sweep(cli, tmp_path):
     cli("-m", "task=nmt_synthetic", "optimizer=adam,adam_warmup", "seed=1,2", "trainer.max_steps=3", "group=tiny")
