@@ -98,3 +98,20 @@ def test_training_logs_the_diagnostics_and_the_hessian_flag_changes_nothing_else
     assert not any("hessian/top_eigenvalue" in r for r in rows[0])
     losses = {iters: [r["loss"] for r in rs if r["split"] == "train" and "loss" in r] for iters, rs in rows.items()}
     assert losses[0] == losses[3]  # the power iteration leaves the RNGs and the trajectory alone
+
+
+def test_a_negative_number_of_power_iterations_names_the_key():
+    from hydra import compose, initialize_config_dir
+    from test_trust import ROOT, without_foreign_optimizer_schemas
+
+    from radam_repro.config import register
+    from radam_repro.train import validate
+
+    register()
+    with (
+        without_foreign_optimizer_schemas(),
+        initialize_config_dir(str(ROOT / "radam_repro/configs"), version_base="1.3"),
+    ):
+        cfg = compose("radam_repro", overrides=["task=nmt_synthetic", "trainer.hessian_power_iters=-1"])
+    with pytest.raises(ValueError, match=r"trainer.hessian_power_iters=-1 must be >= 0 \(0: off\)"):
+        validate(cfg)

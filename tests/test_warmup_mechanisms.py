@@ -11,6 +11,7 @@ from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from test_trust import without_foreign_optimizer_schemas
 
 from radam_repro.config import register
 
@@ -22,7 +23,7 @@ CLAIMS = CONFIGS.parent / "report" / "claims.yaml"
 def grid():
     """The experiment's jobs (each a list of overrides) and the composed config of each distinct cell."""
     register()  # the schemas (_config_schema, task/_nmt_synthetic, optimizer/_adam, ...) in Hydra's ConfigStore
-    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+    with without_foreign_optimizer_schemas(), initialize_config_dir(str(CONFIGS), version_base="1.3"):
         cfg = compose("radam_repro", overrides=["experiment=warmup_mechanisms"], return_hydra_config=True)
         params = [f"{key}={value}" for key, value in cfg.hydra.sweeper.params.items()]
         parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
