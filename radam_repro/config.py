@@ -68,7 +68,7 @@ class LoggerConfig:
     project: str = "radam_repro"
     entity: Optional[str] = None
     tags: list[str] = field(default_factory=list)
-    init_timeout: float = 30.0  # seconds wandb.init may take (an unreachable server); then local files only
+    init_timeout: float = 30.0  # s wandb.init may wait for a server (+ ~2 s to start W&B); then local files only
 
 
 @dataclass

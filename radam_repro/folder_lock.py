@@ -1,10 +1,13 @@
 """The run folder's lock: one owner (host + pid), a lease the owner keeps fresh, atomic hand-over.
 
-``<run>/.lock`` holds ``{"host", "pid", "token", "lease_s"}``. It appears in one step with its content
+``<run>/.lock`` holds ``{"host", "pid", "start", "token", "lease_s"}`` (``start``: the owner's start time,
+``/proc/<pid>/stat`` field 22, which tells the owner from a later process that reuses its pid). It appears in one step with its content
 (written to a private file first, then hard-linked to ``.lock``; the link fails when ``.lock`` exists),
 so nobody ever reads an empty or half-written lock. While it runs, the owner touches the file every
-``lease_s / 4`` seconds. A lock is stale only when its owner is a dead pid on this host, or when it was
-last touched more than ``lease_s`` ago (a process that died on another node: clusters share filesystems).
+``lease_s / 4`` seconds. On this host the owner's process decides: a lock whose pid is alive with the same
+start time is never stale, whatever the lease (a paused owner keeps its folder), else it is stale. The lease
+decides only for another host's owner: stale when last touched more than ``lease_s`` ago (a process that died
+on another node: clusters share filesystems).
 A stale lock is removed under a short-lived breaker file (``.lock.break``, created exclusively) after
 checking that it still holds the same token, so two contenders never remove each other's fresh lock;
 release removes the lock only while it holds the owner's own token.
@@ -27,7 +30,7 @@ from pathlib import Path
 
 from radam_repro.run_folder import LOCK_FILE
 
-LEASE_S = 300.0  # default lease: a lock untouched for this long belongs to a dead process
+LEASE_S = 300.0  # default lease: a lock from another host untouched for this long belongs to a dead process
 BREAKER_STALE_S = 10.0  # the breaker is held for microseconds; older means its holder died there
 
 
@@ -44,10 +47,11 @@ class Owner:
     token: str
     lease_s: float
     age_s: float
+    start: int | None = None  # the process's start time on its host (None where /proc is not readable)
 
     def alive(self) -> bool:
-        if self.host == socket.gethostname() and not pid_alive(self.pid):
-            return False
+        if self.host == socket.gethostname():
+            return pid_alive(self.pid) and (self.start is None or process_start(self.pid) == self.start)
         return self.age_s <= self.lease_s
 
     def __str__(self) -> str:
@@ -67,6 +71,14 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def process_start(pid: int) -> int | None:
+    """The process's start time in clock ticks after boot (``/proc/<pid>/stat`` field 22), None if unreadable."""
+    try:  # fields 3.. follow the command name's closing parenthesis
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def read_owner(lock: Path) -> Owner | None:
     """The lock's owner, or None when there is no lock. Unparseable content is an unknown owner, stale by age."""
     try:
@@ -75,7 +87,8 @@ def read_owner(lock: Path) -> Owner | None:
         return None
     try:
         info = json.loads(text)
-        return Owner(str(info["host"]), int(info["pid"]), str(info["token"]), float(info["lease_s"]), age)
+        start = None if info.get("start") is None else int(info["start"])
+        return Owner(str(info["host"]), int(info["pid"]), str(info["token"]), float(info["lease_s"]), age, start)
     except (ValueError, KeyError, TypeError):
         return Owner("", 0, text, LEASE_S, age)
 
@@ -93,7 +106,13 @@ class FolderLock:
         self._refresher: threading.Thread | None = None
 
     def acquire(self) -> None:
-        me = {"host": socket.gethostname(), "pid": os.getpid(), "token": self.token, "lease_s": self.lease_s}
+        me = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "start": process_start(os.getpid()),
+            "token": self.token,
+            "lease_s": self.lease_s,
+        }
         mine = self.lock.with_name(f"{self.lock.name}.{self.token}")
         mine.write_text(json.dumps(me))
         try:

@@ -4,8 +4,9 @@ Every file is written atomically (a temporary name in the same folder, then a re
 umask, so a killed run never leaves a half-written JSON or checkpoint; temporary files a killed run left
 behind are removed when the next run takes the folder. metrics.jsonl is append-only; a resumed
 run cuts it back to its length at the checkpoint. Checkpoints hold only tensors and plain containers and
-load with ``torch.load(weights_only=True)``; each ``step_*.pt`` is a file of its own, so a damaged
-``latest.pt`` falls back to the newest readable one.
+load with ``torch.load(weights_only=True)`` after their CRC-32 checksums (which torch.save writes and torch.load
+never checks) are verified; each ``step_*.pt`` is a file of its own, so a damaged ``latest.pt`` (truncated, or
+a flipped bit) falls back to the newest good one.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import shutil
 import time
 import uuid
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -189,12 +191,15 @@ class RunDir:
     def load_checkpoint(self, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], Path] | None:
         """The newest loadable checkpoint and its path, or None when there is none.
 
-        latest.pt first, then ``step_*.pt`` newest first; each unloadable file is named and skipped.
+        latest.pt first, then ``step_*.pt`` newest first; each unloadable or damaged file is named and skipped.
         """
         candidates = [self.checkpoints / LATEST_CHECKPOINT, *reversed(self.step_checkpoints())]
         errors = []
         for path in filter(Path.exists, candidates):
             try:
+                with zipfile.ZipFile(path) as archive:  # the CRC-32 of every record, torch.load checks none
+                    if (damaged := archive.testzip()) is not None:
+                        raise ValueError(f"checksum mismatch in {damaged}: the file is damaged")
                 state = torch.load(path, map_location=map_location, weights_only=True)
             except Exception as e:  # noqa: BLE001 - truncated, damaged, or Python objects weights_only refuses
                 errors.append(f"{path}: {type(e).__name__}: {str(e).strip().splitlines()[0][:200]}")

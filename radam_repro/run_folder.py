@@ -57,7 +57,7 @@ class Status:
     """
 
     COMPLETED = "completed"
-    DIVERGED = "diverged"  # a non-finite loss ended it: a result, not a crash
+    DIVERGED = "diverged"  # a non-finite loss or evaluation ended it: a result, not a crash
     FAILED = "failed"
     RUNNING = "running"
     INTERRUPTED = "interrupted"  # "running", but its process is gone (a dead pid, an expired lease)

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -37,7 +38,7 @@ from radam_repro.loggers.diagnostics import UpdateSize, top_hessian_eigenvalue
 from radam_repro.loggers.statistics import adaptive_lr_row, histogram_record, is_histogram_step
 from radam_repro.optim.schedules import Decay
 from radam_repro.preemption import Preemption
-from radam_repro.run_dir import RunDir, RunFolderInUse
+from radam_repro.run_dir import RunDir, RunFolderInUse, atomic_write
 from radam_repro.run_folder import (
     CONFIG_FILE,
     DONE,
@@ -173,17 +174,30 @@ def validate(cfg: DictConfig) -> None:
 def check_resume_config(cfg: DictConfig, out_dir: Path) -> None:
     """A resumed run must be the folder's run: its config.yaml may differ only in run-specific keys.
 
-    Those are the keys the run name leaves out (paths, device, threads, logging cadence, logger:
+    Where config.yaml was deleted, the config recorded in the checkpoint the run would resume is compared.
+    Run-specific keys are those the run name leaves out (paths, device, threads, logging cadence, logger:
     :func:`radam_repro.run_folder.is_run_specific`). Raises :class:`ConfigMismatch` listing every
     other difference, before anything in the folder is written.
     """
     path = Path(out_dir) / CONFIG_FILE
-    if not cfg.trainer.resume or not path.is_file():
+    if not cfg.trainer.resume:
         return
-    try:
-        old = flatten(parse_config(path.read_text()) or {})
-    except ValueError as e:
-        raise ConfigMismatch(f"{path} is unreadable ({e}); start afresh with trainer.resume=false") from None
+    if path.is_file():
+        try:
+            old = flatten(parse_config(path.read_text()) or {})
+        except ValueError as e:
+            raise ConfigMismatch(f"{path} is unreadable ({e}); start afresh with trainer.resume=false") from None
+    else:
+        found = RunDir(out_dir).load_checkpoint()
+        if found is None:
+            return
+        checkpoint, used = found
+        if "config" not in checkpoint:
+            raise ConfigMismatch(
+                f"{path} is missing and {used} records no config (an earlier version wrote it): nothing says which "
+                "run the checkpoint belongs to. Put config.yaml back, or start afresh with trainer.resume=false"
+            )
+        old = flatten(checkpoint["config"])
     new = flatten(OmegaConf.to_container(cfg, resolve=True))
     keys = [k for k in sorted(old.keys() | new.keys()) if not is_run_specific(k)]
     diffs = [
@@ -221,6 +235,8 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
                 if ranks.is_main:
                     print(f"[radam_repro] {run.path} already {prior['status']}; nothing to do")
                 return prior
+            if ranks.is_main:
+                _save_launch(cfg, run)
             seed_everything(cfg.seed)
             started = time.time()
             preemption = Preemption()  # after submitit installed its handlers: USR2/SIGTERM only set a flag now
@@ -243,6 +259,19 @@ def _claim(cfg: DictConfig, run: RunDir) -> dict[str, Any] | None:
     if moved:
         print(f"[radam_repro] trainer.resume=false: the earlier run's files are now in {moved}")
     return None
+
+
+def _save_launch(cfg: DictConfig, run: RunDir) -> None:
+    """Hydra's record of this launch, ``.hydra/{config,hydra,overrides}.yaml``, written once the run owns its folder.
+
+    ``hydra.output_subdir`` is null, so Hydra itself writes nothing before the checks: a refused launch (another
+    config, a live owner) leaves the folder as it was. Without a Hydra context (spawned ranks, the API) nothing.
+    """
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.instance().cfg
+    for name, node in (("config", cfg), ("hydra", hydra_cfg), ("overrides", hydra_cfg.hydra.overrides.task)):
+        atomic_write(run.path / ".hydra" / f"{name}.yaml", OmegaConf.to_yaml(node))
 
 
 def _record_failure(run: RunDir, error: Exception, started: float) -> None:
@@ -271,6 +300,8 @@ def _record_failure(run: RunDir, error: Exception, started: float) -> None:
 def _spawn(cfg: DictConfig, run: RunDir) -> dict[str, Any]:
     """``trainer.devices=N`` outside a launcher: N rank processes run :func:`train`; returns rank 0's summary."""
     resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))  # children have no Hydra context
+    with run.lock(cfg.trainer.lock_lease_s):  # a folder in use is refused here, before .hydra/ is written
+        _save_launch(cfg, run)
     preemption = Preemption()  # SLURM signals the whole step: this parent waits until the ranks have saved
     try:
         distributed.spawn(train, cfg.trainer.devices, cfg.trainer.device, resolved, run.path)
@@ -373,7 +404,8 @@ class Loop:
                     if (diverged := self.log_interval(progress)) is not None:
                         return diverged
                 if step % self.eval_every == 0 and not last:
-                    self.evaluate()
+                    if (diverged := self.evaluate()) is not None:
+                        return diverged
                 if step % cfg.trainer.checkpoint_every == 0 or last:
                     self.save()
                 # SLURM's USR2 (time limit, scancel --signal=USR2) or SIGTERM: checkpoint, then requeue or exit;
@@ -447,7 +479,9 @@ class Loop:
         losses = ranks.mean(torch.stack([torch.as_tensor(x, device=self.device) for x in state.pending])).tolist()
         bad = next((i for i, x in enumerate(losses) if not math.isfinite(x)), None)
         if bad is not None:
-            return self.diverge(state.step - len(losses) + bad + 1, losses[bad])
+            step, loss = state.step - len(losses) + bad + 1, losses[bad]
+            self.logs.log([{"step": step, "epoch": step / self.task.steps_per_epoch, "split": "train", "loss": loss}])
+            return self.diverge(step, "loss", {"train/loss": loss})
         now, (tick, tick_step) = time.time(), self.tick
         row = {
             **self.position(),
@@ -471,30 +505,37 @@ class Loop:
         state.pending, state.extras, state.grad_norms, self.tick = [], {}, [], (now, state.step)
         return None
 
-    def diverge(self, step: int, loss: float) -> dict[str, Any]:
-        self.logs.log([{"step": step, "epoch": step / self.task.steps_per_epoch, "split": "train", "loss": loss}])
+    def diverge(self, step: int, what: str, final: dict[str, float]) -> dict[str, Any]:
+        """End the run as ``diverged`` at ``step``: ``what`` (the loss, an evaluation) was not finite."""
         if self.ranks.is_main:
-            print(f"[radam_repro] diverged: non-finite loss at step {step}")
-        result = self.summary(Status.DIVERGED, diverged_step=step, final={"train/loss": loss})
+            print(f"[radam_repro] diverged: non-finite {what} at step {step}")
+        result = self.summary(Status.DIVERGED, diverged_step=step, final=final)
         self.logs.finish(result)
         return result
 
-    def evaluate(self) -> None:
-        """The evaluation block: rank 0 evaluates and logs; the other ranks wait."""
+    def evaluate(self) -> dict[str, Any] | None:
+        """The evaluation block: rank 0 evaluates and logs; the other ranks wait.
+
+        A non-finite metric (a blown-up model's loss or perplexity) ends the run as ``diverged`` (its summary is returned).
+        """
+        metrics = None
         if self.ranks.is_main:
             self.model.eval()
             metrics = self.task.evaluate(self.model)
             self.model.train()
             self.log_eval(metrics)
-        self.ranks.barrier()
+        metrics = self.ranks.broadcast(metrics)
+        return None if _finite(metrics) else self.diverge(self.state.step, "evaluation", metrics)
 
     def finish(self) -> dict[str, Any]:
-        """The task's final evaluation on the kept checkpoints, then the ``completed`` summary."""
+        """The task's final evaluation on the kept checkpoints, then the ``completed`` (or ``diverged``) summary."""
         if not self.ranks.is_main:
             return self.summary(Status.COMPLETED)  # rank 0 alone runs the final evaluation and writes the result
         self.model.eval()
         final = self.task.final_evaluation(self.model, self.folder.path, self.folder.step_checkpoints())
         self.log_eval(final)
+        if not _finite(final):
+            return self.diverge(self.state.step, "final evaluation", final)
         result = self.summary(Status.COMPLETED, final=final)
         self.logs.finish(result)
         return result
@@ -515,6 +556,9 @@ class Loop:
                     best=state.best,
                     wall_s=self.wall_s(),
                     metrics_bytes=self.folder.metrics_size(),
+                    config=OmegaConf.to_container(
+                        self.cfg, resolve=True, enum_to_str=True
+                    ),  # what a resume is compared with
                     model=self.model.state_dict(),
                     optimizer=self.optimizer.state_dict(),
                     scheduler=self.scheduler_state(),
@@ -587,6 +631,10 @@ def _rank_state(checkpoint: dict[str, Any], ranks: Ranks, run: RunDir) -> dict[s
             f"resume it with trainer.devices={len(saved)}, or start afresh with trainer.resume=false"
         )
     return saved[ranks.rank]
+
+
+def _finite(metrics: dict[str, float]) -> bool:
+    return all(math.isfinite(v) for v in metrics.values() if isinstance(v, (int, float)))
 
 
 def _multiplier(optimizer: torch.optim.Optimizer) -> float:

@@ -16,8 +16,10 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from radam_repro.dashboard.convert import Converter, cache_root
+from radam_repro.folder_lock import FolderLock, RunFolderInUse, read_owner
 from radam_repro.report.runs import find_run_dirs
 
 
@@ -42,6 +44,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     key = hashlib.sha1("\n".join(map(str, [*roots, args.port])).encode()).hexdigest()[:12]  # one per dashboard
     logdir = (args.cache or cache_root()) / "tensorboard" / key
+    logdir.parent.mkdir(parents=True, exist_ok=True)
+    lock = FolderLock(logdir.with_name(f"{key}.lock"))  # the running dashboard's cache is left alone
+    try:
+        lock.acquire()
+    except RunFolderInUse:
+        owner = read_owner(lock.lock)
+        print(f"error: a dashboard of these folders on port {args.port} is running ({owner}); open it", file=sys.stderr)
+        return 2
+    try:
+        return _serve(args, roots, logdir, program)
+    finally:
+        lock.release()
+
+
+def _serve(args: argparse.Namespace, roots: list[Path], logdir: Path, program: Any) -> int:
+    """Rebuild the event files, serve them with TensorBoard and keep converting until Ctrl-C."""
     shutil.rmtree(logdir, ignore_errors=True)  # derived data: rebuilt from the run folders
     logdir.mkdir(parents=True)
     converter = Converter(roots, logdir)

@@ -14,14 +14,18 @@ keys that tell it apart from cells of the same variant, and its seed):
 File names, status names and the strict-JSON codec come from :mod:`radam_repro.run_folder`.
 
 A value is written once per (tag, step): a resumed run's replayed rows and the second row that a
-histogram step adds to the same step are skipped.
+histogram step adds to the same step are skipped. A cell is the run folder itself (device and inode): a run
+renamed, or reached through a link, stays one cell. A run whose config.yaml is damaged, and a histogram file
+that is not a histogram record, are named on stderr and skipped; the other runs keep being served.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sys
 import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +61,7 @@ class Cell:
     writer: SummaryWriter
     offset: int = 0  # bytes of metrics.jsonl already read
     inode: int | None = None  # a new inode (resume rewrote the file): read it again from the start
+    tail: bytes = b""  # the last bytes read: changed, the file was rewritten in place (a resume): read it again
     last_step: dict[str, int] = field(default_factory=dict)  # tag -> last step written
     histograms: set[str] = field(default_factory=set)  # histogram files already written
     summary_mtime: float | None = None
@@ -76,12 +81,22 @@ class Converter:
     def __init__(self, roots: list[Path], logdir: Path) -> None:
         self.roots = [Path(r) for r in roots]
         self.logdir = Path(logdir)
-        self.cells: dict[Path, Cell] = {}
+        self.cells: dict[tuple[int, int], Cell] = {}  # by the run folder's (device, inode)
+        self.flagged: dict[Path, str] = {}  # damaged files, each named once per problem
 
     def update(self) -> int:
         """One pass: new cells, new rows, new histograms, ended runs. Returns the number of points written."""
-        paths = find_run_dirs(self.roots)
-        new = [p for p in paths if p not in self.cells]
+        new: dict[tuple[int, int], Path] = {}
+        for path in find_run_dirs(self.roots):
+            try:
+                stat = path.stat()
+            except FileNotFoundError:  # gone since the walk
+                continue
+            key = (stat.st_dev, stat.st_ino)
+            if key in self.cells:
+                self.cells[key].path = path  # renamed while served: the same cell
+            else:
+                new[key] = path
         if new:
             self._add(new)
         written = 0
@@ -97,18 +112,36 @@ class Converter:
             cell.writer.close()
 
     # -- cells ------------------------------------------------------------------------------
-    def _add(self, paths: list[Path]) -> None:
-        """Name the new cells from the keys that differ between all cells seen so far; names never change."""
-        configs = {p: _config(p) for p in [*self.cells, *paths]}
+    def flag(self, path: Path, problem: str) -> None:
+        """Say once on stderr that ``path`` is skipped and why."""
+        if self.flagged.get(path) != problem:
+            self.flagged[path] = problem
+            print(f"warning: skipping {path}: {problem}", file=sys.stderr, flush=True)
+
+    def _add(self, new: dict[tuple[int, int], Path]) -> None:
+        """Name the new cells from the keys that differ between all cells seen so far; names never change.
+
+        A run whose config.yaml is damaged is flagged and left out (until it is repaired).
+        """
+        configs, paths = {}, []
+        for cell in self.cells.values():
+            with suppress(ValueError):  # damaged since it was added: named by its first config
+                configs[cell.path] = _config(cell.path)
+        for key, path in new.items():
+            try:
+                configs[path] = _config(path)
+                paths.append((key, path))
+            except ValueError as e:
+                self.flag(path / CONFIG_FILE, str(e))
         runs = [Run(path=p, config=c, summary=None, rows=[], status=Status.INCOMPLETE) for p, c in configs.items()]
         agg = aggregate(runs)
         labels = {run.path: agg.label(g) for g in agg.groups for run in g.runs}
         several_tasks = len(agg.tasks()) > 1
         taken = {c.name for c in self.cells.values()}
-        for path in paths:
+        for key, path in paths:
             config = configs[path]
             if path in labels:
-                task = f"{config.get('task', {}).get('name')} " if several_tasks else ""
+                task = f"{(config.get('task') or {}).get('name')} " if several_tasks else ""
                 name = _UNSAFE.sub("_", f"{task}{labels[path]} seed={config.get('seed')}")
             else:  # no readable config yet
                 name = _UNSAFE.sub("_", path.name)
@@ -120,7 +153,7 @@ class Converter:
             )
             if config:
                 cell.writer.file_writer.add_summary(hparams_summary.hparams_pb(_hparams(config), trial_id=name))
-            self.cells[path] = cell
+            self.cells[key] = cell
 
     # -- sources ----------------------------------------------------------------------------
     def _metrics(self, cell: Cell) -> int:
@@ -131,14 +164,17 @@ class Converter:
         except FileNotFoundError:
             return 0
         if stat.st_ino != cell.inode or stat.st_size < cell.offset:
-            cell.inode, cell.offset = stat.st_ino, 0
-        if stat.st_size == cell.offset:
-            return 0
+            cell.inode, cell.offset, cell.tail = stat.st_ino, 0, b""
         with path.open("rb") as f:
-            f.seek(cell.offset)
+            f.seek(cell.offset - len(cell.tail))
             data = f.read()
-        complete = data[: data.rfind(b"\n") + 1]
+            if not data.startswith(cell.tail):  # rewritten in place since the last pass: read it all again
+                cell.offset, cell.tail = 0, b""
+                f.seek(0)
+                data = f.read()
+        complete = data[len(cell.tail) : data.rfind(b"\n") + 1]
         cell.offset += len(complete)
+        cell.tail = (cell.tail + complete)[-256:]
         written = 0
         for line in complete.splitlines():
             try:
@@ -167,14 +203,13 @@ class Converter:
                 continue  # written atomically, so only a foreign or damaged file; skipped for good
             finally:
                 cell.histograms.add(path.name)
-            step = record.get("step")
-            for name, hist in (record.get("hist") or {}).items():
+            step, hists = (record.get("step"), record.get("hist")) if isinstance(record, dict) else (None, None)
+            if not isinstance(step, int) or not isinstance(hists, dict):
+                self.flag(path, 'not a histogram record ({"step": <int>, "hist": {...}})')
+                continue
+            for name, hist in hists.items():
                 tag = f"hist/{name}"
-                if (
-                    isinstance(step, int)
-                    and step > cell.last_step.get(tag, -1)
-                    and _add_histogram(cell.writer, tag, hist, step)
-                ):
+                if step > cell.last_step.get(tag, -1) and _add_histogram(cell.writer, tag, hist, step):
                     cell.last_step[tag] = step
                     written += 1
         return written
@@ -208,11 +243,19 @@ class Converter:
 
 
 def _config(path: Path) -> dict[str, Any]:
+    """The run's config.yaml ({} while it is not written yet); a damaged one is a ValueError saying what is wrong."""
     try:
-        config = parse_config((path / CONFIG_FILE).read_text())
-    except (OSError, ValueError):
+        config = parse_config((path / CONFIG_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
         return {}
-    return config if isinstance(config, dict) else {}
+    except (OSError, ValueError) as e:  # ValueError: not UTF-8, not YAML
+        raise ValueError(f"unreadable ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"not a mapping but {type(config).__name__}")
+    wrong = [key for key in ("task", "optimizer", "trainer") if not isinstance(config.get(key, {}), dict)]
+    if wrong:
+        raise ValueError(f"{', '.join(wrong)} should be a mapping")
+    return config
 
 
 def _hparams(config: dict[str, Any]) -> dict[str, Any]:
@@ -236,9 +279,13 @@ def _number(value: Any) -> float | None:
 
 def _add_histogram(writer: SummaryWriter, tag: str, hist: dict[str, list[float]], step: int) -> bool:
     """A pre-binned histogram (counts over edges) as TensorBoard's HistogramProto, empty outer bins trimmed."""
-    counts, edges = hist.get("counts") or [], hist.get("edges") or []
+    counts, edges = (hist.get("counts"), hist.get("edges")) if isinstance(hist, dict) else (None, None)
+    if not (isinstance(counts, list) and isinstance(edges, list) and len(edges) == len(counts) + 1):
+        return False
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in counts + edges):
+        return False
     nonzero = [i for i, c in enumerate(counts) if c > 0]
-    if not nonzero or len(edges) != len(counts) + 1:
+    if not nonzero:
         return False
     lo, hi = nonzero[0], nonzero[-1] + 1
     centers = [(edges[i] + edges[i + 1]) / 2 for i in range(lo, hi)]

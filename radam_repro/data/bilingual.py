@@ -21,8 +21,8 @@ training split (:func:`prepare_multi30k`), cached, then goes through the same re
 from __future__ import annotations
 
 import hashlib
+import io
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from radam_repro.run_dir import atomic_write
 
 BOS, PAD, EOS, UNK = 0, 1, 2, 3
 SPECIAL_SYMBOLS = ("<s>", "<pad>", "</s>", "<unk>")
@@ -54,14 +56,6 @@ def files_sha256(paths: Iterable[Path], extra: str = "") -> str:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, delete=False) as f:
-        f.write(text)
-    os.chmod(f.name, 0o644)
-    os.replace(f.name, path)
 
 
 class Dictionary:
@@ -98,7 +92,7 @@ class Dictionary:
 
     def save(self, path: Path) -> None:
         body = zip(self.symbols[len(SPECIAL_SYMBOLS) :], self.counts[len(SPECIAL_SYMBOLS) :])
-        _write_atomic(Path(path), "".join(f"{symbol} {count}\n" for symbol, count in body))
+        atomic_write(Path(path), "".join(f"{symbol} {count}\n" for symbol, count in body))
 
     def __len__(self) -> int:
         return len(self.symbols)
@@ -294,10 +288,9 @@ def learn_joint_bpe(train_files: list[Path], code_path: Path, merges: int) -> No
     from subword_nmt.learn_bpe import learn_bpe
 
     lines = [line for path in train_files for line in read_lines(path)]
-    code_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=code_path.parent, delete=False) as out:
-        learn_bpe([line + "\n" for line in lines], out, merges)
-    os.replace(out.name, code_path)
+    codes = io.StringIO()
+    learn_bpe([line + "\n" for line in lines], codes, merges)
+    atomic_write(code_path, codes.getvalue())
 
 
 def apply_bpe(code_path: Path, lines: Iterable[str]) -> list[str]:
@@ -335,7 +328,7 @@ def prepare_multi30k(tok_dir: Path, src_lang: str, tgt_lang: str, merges: int, c
     code = out_dir / "code"
     learn_joint_bpe([tok_dir / names["train", src_lang], tok_dir / names["train", tgt_lang]], code, merges)
     for (split, lang), name in names.items():
-        _write_atomic(
+        atomic_write(
             out_dir / f"{split}.{lang}", "".join(line + "\n" for line in apply_bpe(code, read_lines(tok_dir / name)))
         )
     done.write_text("ok\n")

@@ -13,14 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from radam_repro.run_dir import atomic_write
 
 EOS, UNK = "<eos>", "<unk>"
 VOCAB_FORMAT = "radam_repro.lm_vocab/1"
@@ -177,9 +177,8 @@ def encoded(text_file: TextFile, vocab: Vocabulary, cache_dir: Path) -> np.ndarr
     """The file's token ids as a read-only memory map, encoding it once into ``cache_dir``."""
     path = cache_dir / f"tokens-{vocab.digest}" / f"{text_file.path.name}-{text_file.fingerprint()}.npy"
     if not path.exists():
-        atomic_write(
-            path, np.concatenate([np.array(vocab.encode(tokens), dtype=np.int32) for tokens in text_file.tokens()])
-        )
+        tokens = np.concatenate([np.array(vocab.encode(tokens), dtype=np.int32) for tokens in text_file.tokens()])
+        atomic_write(path, lambda f: np.save(f, tokens))
     return np.load(path, mmap_mode="r")
 
 
@@ -187,19 +186,3 @@ def unigram_perplexity(counts: np.ndarray, tokens: np.ndarray) -> float:
     """Perplexity of ``tokens`` under the maximum-likelihood unigram model p(w) = c(w) / sum(c)."""
     log_probs = np.log(np.asarray(counts, dtype=np.float64) / np.sum(counts))
     return math.exp(-float(np.mean(log_probs[np.asarray(tokens)])))
-
-
-def atomic_write(path: Path, payload: bytes | np.ndarray) -> None:
-    """Write bytes or a ``.npy`` array to a temporary file in the same folder, then rename it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if isinstance(payload, np.ndarray):
-                np.save(f, payload)
-            else:
-                f.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

@@ -1,8 +1,9 @@
 """Where logged points go: the run folder always, W&B (online / offline / disabled) optionally.
 
 W&B only mirrors the run folder: if it cannot start (an unreachable server is given
-``logger.init_timeout`` seconds) or fails mid-run, a warning is printed and training goes on with
-local files intact. Names match the TensorBoard dashboard (``python -m radam_repro.dashboard``):
+``logger.init_timeout`` seconds, plus about 2 s to import W&B and start its service) or fails mid-run, a
+warning is printed and training goes on with local files intact. W&B's own SDK telemetry is turned off: it
+would probe the server once more at exit with a fixed 10 s timeout, past ``logger.init_timeout``. Names match the TensorBoard dashboard (``python -m radam_repro.dashboard``):
 ``<split>/<metric>`` scalars and ``hist/<name>`` histograms against the optimizer step ``step``,
 ``final/<metric>`` and ``best/<metric>`` in the summary.
 """
@@ -13,6 +14,7 @@ import hashlib
 import os
 import time
 import warnings
+from contextlib import suppress
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -40,6 +42,10 @@ class WandbSink:
     def __init__(self, cfg: DictConfig, run: RunDir) -> None:
         import wandb
 
+        with suppress(ImportError):  # wandb >= 0.31: its telemetry would hold the process 10 s at exit
+            from wandb.analytics.opentelemetry.opentelemetry_proxy import disable as disable_wandb_telemetry
+
+            disable_wandb_telemetry()
         self.wandb = wandb
         run_id = hashlib.sha1(str(run.path.resolve()).encode()).hexdigest()[:16]
         self.run = wandb.init(

@@ -96,8 +96,9 @@ def is_run_dir(path: Path) -> bool:
 
 
 def find_run_dirs(roots: list[Path]) -> list[Path]:
-    """Every run folder at or below ``roots`` (sorted, each once)."""
-    found: set[Path] = set()
+    """Every run folder at or below ``roots`` (sorted), each once: a run reached through symbolic links too is
+    listed under its path with the fewest links; a link back up the tree (a loop) is not followed."""
+    found: dict[Path, list[Path]] = {}
     for root in roots:
         root = Path(root)
         if not root.is_dir():
@@ -105,18 +106,30 @@ def find_run_dirs(roots: list[Path]) -> list[Path]:
                 f"no such folder: {root}. Pass run folders or sweep folders (e.g. runs/<experiment>) "
                 "written by `python -m radam_repro`."
             )
-        found.update(_walk(root))
-    return sorted(found)
+        for path in _walk(root, frozenset()):
+            found.setdefault(path.resolve(), []).append(path)
+    return sorted(min(paths, key=lambda p: (sum(map(Path.is_symlink, (p, *p.parents))), p)) for paths in found.values())
 
 
-def _walk(folder: Path) -> Iterator[Path]:
+def _walk(folder: Path, above: frozenset[Path]) -> Iterator[Path]:
+    """Run folders at or below ``folder``; ``above``: the resolved folders on the way down (a link to one is a loop)."""
+    real = folder.resolve()
+    if real in above:
+        return
     if is_run_dir(folder):
         yield folder
         return
     with os.scandir(folder) as entries:
-        subfolders = [Path(e.path) for e in entries if e.is_dir() and not e.name.startswith(".")]
+        subfolders = [Path(e.path) for e in entries if not e.name.startswith(".") and _is_dir(e)]
     for sub in subfolders:
-        yield from _walk(sub)
+        yield from _walk(sub, above | {real})
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a link to itself (ELOOP)
+        return False
 
 
 def read_metrics(path: Path, problems: list[str]) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ run would have seen.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,14 @@ from torch import nn
 
 from radam_repro.distributed import shard_rows
 from radam_repro.optim.schedules import Decay
+
+
+def perplexity(nll: float) -> float:
+    """exp(nll); inf where it overflows (a blown-up model: the loop then ends the run as ``diverged``)."""
+    try:
+        return math.exp(nll)
+    except OverflowError:
+        return math.inf
 
 
 def bounded(default: Any, low: float, high: float | None = None) -> Any:

@@ -8,7 +8,6 @@ epoch. ``lm1b_small`` is the same code on the staged held-out shard with a small
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Optional
@@ -23,7 +22,7 @@ from radam_repro.data.lm1b import LM1B_HELDOUT, LM1B_TRAIN, LMBatch, ShardStream
 from radam_repro.data.lm_corpus import unigram_perplexity
 from radam_repro.distributed import shard_rows
 from radam_repro.models.lstm_lm import Hidden, LSTMLanguageModel
-from radam_repro.tasks.base import Decay, Task, bounded
+from radam_repro.tasks.base import Decay, Task, bounded, perplexity
 
 
 @dataclass
@@ -135,7 +134,7 @@ class LanguageModelTask(Task):
             if count == 0:
                 raise ValueError(f"the {split} split has fewer than task.eval_batch_size+1 tokens per file")
             results[f"{split}/loss"] = total.item() / count
-            results[f"{split}/ppl"] = math.exp(results[f"{split}/loss"])
+            results[f"{split}/ppl"] = perplexity(results[f"{split}/loss"])
         model.train(was_training)
         return results
 

@@ -18,7 +18,6 @@ fairseq's scorer (sacreBLEU with ``tokenize="none"``), detokenised sacreBLEU as 
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +45,7 @@ from radam_repro.data.synthetic_translation import VALID_STREAM, SyntheticTransl
 from radam_repro.models import fairseq_checkpoint
 from radam_repro.models.sequence_generator import beam_search
 from radam_repro.models.transformer import Architecture, Transformer, TransformerConfig
-from radam_repro.tasks.base import Decay, Task, bounded
+from radam_repro.tasks.base import Decay, Task, bounded, perplexity
 
 
 @dataclass
@@ -237,7 +236,7 @@ class TranslationTask(Seq2SeqTask):
             loss_sum, nll_sum, ntokens = loss_sum + float(loss), nll_sum + float(nll), ntokens + int(batch["ntokens"])
         model.train(was_training)
         nll = nll_sum / ntokens
-        return {f"{split}/loss": loss_sum / ntokens, f"{split}/nll_loss": nll, f"{split}/ppl": math.exp(nll)}
+        return {f"{split}/loss": loss_sum / ntokens, f"{split}/nll_loss": nll, f"{split}/ppl": perplexity(nll)}
 
     @torch.no_grad()
     def translate(self, model: Transformer, split: str) -> list[str]:
@@ -355,7 +354,7 @@ class SyntheticTranslationTask(Seq2SeqTask):
         return {
             "valid/loss": loss / ntokens,
             "valid/nll_loss": nll / ntokens,
-            "valid/ppl": math.exp(nll / ntokens),
+            "valid/ppl": perplexity(nll / ntokens),
             "valid/acc": 100 * correct / ntokens,
         }
 
