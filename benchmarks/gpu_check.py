@@ -1,6 +1,6 @@
 """One prepared GPU check: optimizer steps, NMT/CIFAR/LM throughput and MFU, the paper-scale Adam-eps probe.
 
-    python -m benchmarks.gpu_check --out gpu_check_out        # CUDA; <= 8 minutes on an H100/H200
+    python -m benchmarks.gpu_check --out gpu_check_out        # CUDA; <= 10 minutes on an H100/H200
     python -m benchmarks.gpu_check --out /tmp/gc --dry-run    # CPU, 1 thread, toy sizes, < 1 minute
 
 Sections (``--sections`` picks some): ``optimizer`` (every ``radam_repro.optim`` algorithm vs
@@ -8,7 +8,8 @@ torch.optim.Adam fused/foreach, fp32 and bf16, host-sync check), ``nmt`` (transf
 training step, bf16, eager and compiled, tokens/s and MFU), ``cifar`` (ResNet-20 img/s, bf16 +
 channels_last, augmentation on the device), ``lm`` (2x2048 LSTM + adaptive softmax, 793,471 words,
 tokens/s fp32 and bf16) and ``probe`` (IWSLT-size post-LN Transformer on ``nmt_synthetic``: does
-Adam-eps escape the plateau where Adam-vanilla stays?).
+Adam-eps escape the plateau where Adam-vanilla stays?) and ``paper_nmt`` (``experiment=paper_nmt`` through the CLI
+for its budget: updates/s extrapolated to the paper's 70k updates and to the experiment's GPU-hours).
 
 Each section has a time budget: its loops stop early when the budget is spent (rows then say how many
 steps they timed) and SIGALRM ends it HARD_MARGIN_S later. Rows are printed as they come and
@@ -52,9 +53,9 @@ from radam_repro.models.transformer import Transformer, TransformerConfig
 from radam_repro.tasks.translation import label_smoothed_nll_loss
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("optimizer", "nmt", "cifar", "lm", "probe")
-BUDGET_S = {"optimizer": 30, "nmt": 105, "cifar": 60, "lm": 35, "probe": 160}  # soft; + HARD_MARGIN_S each: 440 s
-DRY_BUDGET_S = 8
+SECTIONS = ("optimizer", "nmt", "cifar", "lm", "probe", "paper_nmt")
+BUDGET_S = {"optimizer": 30, "nmt": 105, "cifar": 60, "lm": 35, "probe": 160, "paper_nmt": 150}  # soft; + HARD_MARGIN_S
+DRY_BUDGET_S = {"paper_nmt": 40}  # the CLI's start-up; 8 s for the others
 HARD_MARGIN_S = 10
 PEAK_BF16_FLOPS = [  # dense (non-sparse) bf16 tensor-core FLOP/s from the vendors' data sheets; first match wins
     ("H100 PCIe", 756e12),
@@ -692,6 +693,70 @@ def probe_section(s: Section) -> None:
     )
 
 
+# ---------------------------------------------------------------- 6. paper_nmt's first minutes
+
+PAPER_NMT_UPDATES = 70_000
+
+
+def paper_nmt_section(s: Section, data_dir: Path, out: Path) -> None:
+    """``experiment=paper_nmt`` (RAdam, seed 1) through the CLI for the section's budget: its updates/s after the
+    first logged rows, extrapolated to the paper's 70k updates and to the experiment's 30 runs."""
+    from benchmarks.paper_cost import PEAK, nmt_flops
+
+    run_dir = out / "paper_nmt_run"
+    overrides = [
+        "experiment=paper_nmt",
+        "hydra.mode=RUN",
+        "ablation=radam",
+        f"hydra.run.dir={run_dir}",
+        f"task.data_dir={data_dir}",
+        f"task.cache_dir={out / 'cache'}",
+        "trainer.eval_every=100000000",
+        "trainer.checkpoint_every=100000000",
+        "trainer.histograms=false",
+        "trainer.progress=false",
+        f"trainer.log_every={1 if s.dry else 50}",
+        "trainer.resume=false",
+    ]
+    if not (data_dir / "train.de").is_file():
+        overrides.append("task.train_split=valid")
+        s.note(f"no train split in {data_dir}: trains on valid (same batch sizes, so the same updates/s)")
+    if s.dry:
+        overrides += ["trainer.device=cpu", "trainer.precision=fp32", "task.max_tokens=200"]
+        overrides += ["task.model.layers=1", "task.model.d_model=32", "task.model.ffn_dim=64", "task.model.heads=2"]
+    s.formula("updates_per_s", "median steps_per_s of metrics.jsonl's training rows after the first two")
+    s.formula("hours_70k", f"{PAPER_NMT_UPDATES} / updates_per_s / 3600 (Adam-2k: 72k)")
+    s.formula("mfu_implied", f"benchmarks.paper_cost.nmt_flops() x updates_per_s / {PEAK:.3g}")
+    s.note("python -m radam_repro " + " ".join(overrides))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "radam_repro", *overrides],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    metrics, rows, deadline = run_dir / "metrics.jsonl", [], time.perf_counter() + s.left() - 3
+    try:
+        while proc.poll() is None and time.perf_counter() < deadline and not (s.dry and len(rows) >= 4):
+            time.sleep(0.5)
+            lines = metrics.read_text().splitlines() if metrics.is_file() else []
+            rows = [row for row in map(json.loads, lines) if row.get("split") == "train" and "steps_per_s" in row]
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate()
+    if len(rows) < 3:
+        raise RuntimeError(f"paper_nmt logged {len(rows)} training rows in its budget; stderr: {stderr[-1500:]}")
+    rate = statistics.median(row["steps_per_s"] for row in rows[2:])
+    hours = PAPER_NMT_UPDATES / rate / 3600
+    s.row(
+        updates=rows[-1]["step"],
+        updates_per_s=rate,
+        hours_70k=hours,
+        experiment_gpu_hours=hours * (25 + 5 * 72 / 70),  # 6 variants x 5 seeds, Adam-2k runs 72k
+        mfu_implied=None if s.dry else nmt_flops() * rate / PEAK,
+    )
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -705,6 +770,12 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         default=Path(os.environ.get("RADAM_REPRO_DATA", "data")) / "cifar10",
         help="folder holding cifar-10-batches-py (random images of CIFAR's shape if absent)",
+    )
+    parser.add_argument(
+        "--iwslt-dir",
+        type=Path,
+        default=Path(os.environ.get("RADAM_REPRO_DATA", "data")) / "iwslt14" / "iwslt14.tokenized.de-en",
+        help="the prepare-iwslt14.sh folder for paper_nmt (without a train split it trains on valid)",
     )
     args = parser.parse_args(argv)
     chosen = args.sections.split(",")
@@ -721,6 +792,7 @@ def main(argv: list[str] | None = None) -> int:
         "lm": lm_section,
         "probe": probe_section,
         "cifar": lambda s: cifar_section(s, args.cifar_dir),
+        "paper_nmt": lambda s: paper_nmt_section(s, args.iwslt_dir, args.out),
     }
     check = Check(args.out, args.dry_run)
     meta = check.data["meta"]
@@ -732,7 +804,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     for name in SECTIONS:
         if name in chosen:
-            check.run(name, functions[name], DRY_BUDGET_S if args.dry_run else BUDGET_S[name])
+            check.run(name, functions[name], DRY_BUDGET_S.get(name, 8) if args.dry_run else BUDGET_S[name])
     meta["total_s"] = round(time.perf_counter() - started, 1)
     check.save()
     failed = [name for name, record in check.data["sections"].items() if record["status"] != "ok"]

@@ -6,7 +6,8 @@ behind are removed when the next run takes the folder. metrics.jsonl is append-o
 run cuts it back to its length at the checkpoint. Checkpoints hold only tensors and plain containers and
 load with ``torch.load(weights_only=True)`` after their CRC-32 checksums (which torch.save writes and torch.load
 never checks) are verified; each ``step_*.pt`` is a file of its own, so a damaged ``latest.pt`` (truncated, or
-a flipped bit) falls back to the newest good one.
+a flipped bit) falls back to the newest good one. A file that cannot be read as what it should be raises
+:class:`~radam_repro.errors.CorruptFile`, naming it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import os
 import shutil
 import time
 import uuid
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from radam_repro.errors import CorruptFile, kind_of, zip_damage
 from radam_repro.folder_lock import LEASE_S, FolderLock, RunFolderInUse
 from radam_repro.run_folder import (
     CHECKPOINT_DIR,
@@ -40,7 +41,9 @@ from radam_repro.run_folder import (
     strict_json,
 )
 
-__all__ = ["RunDir", "RunFolderInUse", "atomic_write"]
+__all__ = ["CHECKPOINT_KEYS", "RunDir", "RunFolderInUse", "atomic_write"]
+# What a checkpoint holds (train.Loop.save): a loadable file without one of them is damaged.
+CHECKPOINT_KEYS = ("step", "best", "wall_s", "metrics_bytes", "model", "optimizer", "scheduler", "scaler", "ranks")
 
 
 def atomic_write(path: Path, data: bytes | str | Callable[[Any], None]) -> None:
@@ -141,9 +144,9 @@ class RunDir:
         if not path.exists():
             return None
         try:
-            return parse_strict_json(path.read_text())
-        except ValueError as e:
-            raise ValueError(f"{path} is corrupted ({e}); delete it to start this run afresh") from e
+            return parse_strict_json(path.read_bytes())
+        except ValueError as e:  # not JSON, or not text at all (UnicodeDecodeError)
+            raise CorruptFile(path, f"{path} is corrupted ({e}); delete it to start this run afresh") from None
 
     def write_config(self, cfg: DictConfig) -> None:
         atomic_write(self.path / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
@@ -152,7 +155,10 @@ class RunDir:
         self.write_json(SUMMARY_FILE, summary)
 
     def read_summary(self) -> dict[str, Any] | None:
-        return self.read_json(SUMMARY_FILE)
+        summary, path = self.read_json(SUMMARY_FILE), self.path / SUMMARY_FILE
+        if path.exists() and not isinstance(summary, dict):
+            raise CorruptFile(path, f"{path} holds {kind_of(summary)}, not an object; delete it to start afresh")
+        return summary
 
     # -- metrics ----------------------------------------------------------------------------
     def append_metrics(self, rows: list[dict[str, Any]]) -> None:
@@ -191,25 +197,28 @@ class RunDir:
     def load_checkpoint(self, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], Path] | None:
         """The newest loadable checkpoint and its path, or None when there is none.
 
-        latest.pt first, then ``step_*.pt`` newest first; each unloadable or damaged file is named and skipped.
+        latest.pt first, then ``step_*.pt`` newest first; a file that fails its CRC-32 checksums, does not load with
+        ``weights_only=True`` or lacks one of :data:`CHECKPOINT_KEYS` is named and skipped.
         """
         candidates = [self.checkpoints / LATEST_CHECKPOINT, *reversed(self.step_checkpoints())]
         errors = []
         for path in filter(Path.exists, candidates):
             try:
-                with zipfile.ZipFile(path) as archive:  # the CRC-32 of every record, torch.load checks none
-                    if (damaged := archive.testzip()) is not None:
-                        raise ValueError(f"checksum mismatch in {damaged}: the file is damaged")
+                if (damage := zip_damage(path)) is not None:
+                    raise ValueError(f"{damage}: the file is damaged")
                 state = torch.load(path, map_location=map_location, weights_only=True)
+                if not isinstance(state, dict) or (missing := [k for k in CHECKPOINT_KEYS if k not in state]):
+                    raise KeyError(f"not a checkpoint: no {', '.join(missing) if isinstance(state, dict) else 'dict'}")
             except Exception as e:  # noqa: BLE001 - truncated, damaged, or Python objects weights_only refuses
-                errors.append(f"{path}: {type(e).__name__}: {str(e).strip().splitlines()[0][:200]}")
+                errors.append(f"{path}: {type(e).__name__}: {str(e).strip()[:200]}".splitlines()[0])
                 print(f"[radam_repro] skipping unloadable checkpoint {errors[-1]}", flush=True)
                 continue
             return state, path
         if errors:
-            raise ValueError(
+            raise CorruptFile(
+                self.checkpoints,
                 f"no checkpoint in {self.checkpoints} can be loaded safely (torch.load weights_only=True): "
                 f"{'; '.join(errors)}. They are damaged or hold Python objects (a file from elsewhere?). Delete "
-                "checkpoints/ to restart this run, or start afresh with trainer.resume=false"
+                "checkpoints/ to restart this run, or start afresh with trainer.resume=false",
             )
         return None

@@ -33,6 +33,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from radam_repro import distributed, optim, tasks
 from radam_repro.distributed import Ranks
+from radam_repro.errors import CorruptFile, kind_of
 from radam_repro.loggers import Loggers, Silent
 from radam_repro.loggers.diagnostics import UpdateSize, top_hessian_eigenvalue
 from radam_repro.loggers.statistics import adaptive_lr_row, histogram_record, is_histogram_step
@@ -177,16 +178,21 @@ def check_resume_config(cfg: DictConfig, out_dir: Path) -> None:
     Where config.yaml was deleted, the config recorded in the checkpoint the run would resume is compared.
     Run-specific keys are those the run name leaves out (paths, device, threads, logging cadence, logger:
     :func:`radam_repro.run_folder.is_run_specific`). Raises :class:`ConfigMismatch` listing every
-    other difference, before anything in the folder is written.
+    other difference, before anything in the folder is written; an unreadable config.yaml is :class:`CorruptFile`.
     """
     path = Path(out_dir) / CONFIG_FILE
     if not cfg.trainer.resume:
         return
     if path.is_file():
         try:
-            old = flatten(parse_config(path.read_text()) or {})
-        except ValueError as e:
-            raise ConfigMismatch(f"{path} is unreadable ({e}); start afresh with trainer.resume=false") from None
+            old = parse_config(path.read_bytes())
+        except ValueError as e:  # not YAML, or not UTF-8 text
+            raise CorruptFile(path, f"{path} is unreadable ({e}); start afresh with trainer.resume=false") from None
+        if not isinstance(old, dict):
+            raise CorruptFile(
+                path, f"{path} holds {kind_of(old)}, not a config; start afresh with trainer.resume=false"
+            )
+        old = flatten(old)
     else:
         found = RunDir(out_dir).load_checkpoint()
         if found is None:

@@ -9,8 +9,16 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Property-based tests (tests/test_fuzz_readers.py): "fast" in the default suite (the same examples every run),
+# HYPOTHESIS_PROFILE=slow for a deeper, random search. No example database: nothing is written into the
+# checkout; a failure prints its example.
+settings.register_profile("fast", max_examples=30, deadline=None, database=None, derandomize=True)
+settings.register_profile("slow", max_examples=1000, deadline=None, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))
 
 # beta2 = 0.999, from the closed forms of the paper's Alg. 2 (rho_t = rho_inf - 2 t beta2^t / (1 - beta2^t)): t, rho_t, RAdam r_t (None: no rectified step at threshold 5), Hilton's multiplier.
 PAPER_RT_TABLE = [

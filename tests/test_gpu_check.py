@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -171,3 +172,18 @@ def test_full_dry_run_records_every_section_and_survives_a_failing_one(tmp_path)
     rows = nmt["sections"]["nmt"]["rows"]
     assert rows[0]["formula"] > 0 and rows[1]["tokens_per_s"] > 0 and rows[1]["mfu"] is None  # no peak on a CPU
     assert "3·B·" in nmt["sections"]["nmt"]["formulas"]["flops_per_step"]
+
+
+def test_paper_nmt_section_dry_run_extrapolates_from_the_clis_logged_rate(tmp_path, iwslt):
+    """experiment=paper_nmt through the real CLI (tiny model, CPU) until 4 training rows: rate and extrapolation."""
+    proc, report = run_check(tmp_path, "--sections", "paper_nmt", "--iwslt-dir", str(iwslt))
+    section = report["sections"]["paper_nmt"]
+    assert proc.returncode == 0 and section["status"] == "ok", (section.get("error"), proc.stderr[-3000:])
+    [row] = section["rows"]
+    rows = [json.loads(line) for line in (tmp_path / "paper_nmt_run" / "metrics.jsonl").read_text().splitlines()]
+    read = [r["steps_per_s"] for r in rows if r.get("split") == "train" and r["step"] <= row["updates"]]
+    assert len(read) >= 4 and row["updates_per_s"] == pytest.approx(statistics.median(read[2:]))
+    assert row["hours_70k"] == pytest.approx(70_000 / row["updates_per_s"] / 3600)
+    assert row["experiment_gpu_hours"] == pytest.approx(row["hours_70k"] * (25 + 5 * 72 / 70))
+    config = (tmp_path / "paper_nmt_run" / "config.yaml").read_text()
+    assert "name: radam" in config and "max_update: 70000" in config  # the paper's recipe, only the model shrunk

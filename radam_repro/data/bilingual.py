@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from radam_repro.errors import CorruptFile
 from radam_repro.run_dir import atomic_write
 
 BOS, PAD, EOS, UNK = 0, 1, 2, 3
@@ -82,12 +83,39 @@ class Dictionary:
 
     @classmethod
     def load(cls, path: Path) -> Dictionary:
-        """Read fairseq's ``dict.<lang>.txt`` (``symbol count`` per line, specials implied)."""
+        """Read fairseq's ``dict.<lang>.txt`` as ``Dictionary.add_from_file`` does; :class:`CorruptFile` otherwise.
+
+        Each line is ``symbol count`` (specials implied); ``symbol count #fairseq:overwrite`` adds a symbol
+        already present (a special, or an earlier line) as a new entry that the symbol then maps to; any other
+        repeated symbol is an error, as in fairseq.
+        """
         symbols, counts = list(SPECIAL_SYMBOLS), [0] * len(SPECIAL_SYMBOLS)
-        for line in Path(path).read_text(encoding="utf-8").splitlines():
-            symbol, count = line.rsplit(" ", 1)
+        seen = set(symbols)
+        try:  # as fairseq: readlines() splits at newlines only (str.splitlines would also split at \x0b, \x85, ...)
+            with open(path, encoding="utf-8") as f:
+                lines = f.readlines()
+        except UnicodeDecodeError as e:
+            raise CorruptFile(path, f"{path} is not UTF-8 text ({e}); it is not a fairseq dict.<lang>.txt") from None
+        for number, line in enumerate(lines, 1):
+            try:
+                symbol, field = line.rstrip().rsplit(" ", 1)
+                overwrite = field == "#fairseq:overwrite"
+                if overwrite:
+                    symbol, field = symbol.rsplit(" ", 1)
+                count = int(field)
+            except ValueError:
+                raise CorruptFile(
+                    path, f"{path} line {number}: {line.rstrip()[:80]!r} is not '<symbol> <count> [#fairseq:overwrite]'"
+                ) from None
+            if symbol in seen and not overwrite:
+                raise CorruptFile(
+                    path,
+                    f"{path} line {number}: symbol {symbol!r} is listed twice; fairseq refuses this too, unless the "
+                    "line ends with the flag #fairseq:overwrite",
+                )
+            seen.add(symbol)
             symbols.append(symbol)
-            counts.append(int(count))
+            counts.append(count)
         return cls(symbols, counts)
 
     def save(self, path: Path) -> None:
@@ -169,8 +197,14 @@ class BilingualData:
 
 
 def read_lines(path: Path) -> list[str]:
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f]
+    """The lines of a UTF-8 text file; :class:`CorruptFile` naming it if it is not UTF-8."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [line.rstrip("\n") for line in f]
+    except UnicodeDecodeError as e:
+        raise CorruptFile(
+            path, f"{path} is not UTF-8 text ({e}); restore it or re-run the preparation script"
+        ) from None
 
 
 def check_files(data_dir: Path, names: list[str], how_to_prepare: str) -> None:
@@ -188,7 +222,10 @@ def load_dictionary(train_file: Path, lang: str, cache_dir: Path, padding_factor
     path = Path(cache_dir) / f"dict-{key}" / f"dict.{lang}.txt"
     if path.is_file():
         return Dictionary.load(path)
-    dictionary = Dictionary.build(read_lines(train_file), padding_factor)
+    try:
+        dictionary = Dictionary.build(read_lines(train_file), padding_factor)
+    except ValueError as e:
+        raise CorruptFile(train_file, f"{train_file}: {e}") from None
     dictionary.save(path)
     return dictionary
 
@@ -224,8 +261,20 @@ def load_bilingual(
             )
         src = TokenizedText([src_dict.encode(line) for line in src_lines])
         tgt = TokenizedText([tgt_dict.encode(line) for line in tgt_lines])
-        loaded[split] = ParallelSplit(src, tgt)
+        files = [data_dir / f"{split}.{lang}" for lang in (src_lang, tgt_lang)]
+        loaded[split] = checked_split(ParallelSplit(src, tgt), split, files)
     return BilingualData(data_dir, src_lang, tgt_lang, src_dict, tgt_dict, loaded)
+
+
+def checked_split(split: ParallelSplit, name: str, files: list[Path]) -> ParallelSplit:
+    """``split`` itself; :class:`CorruptFile` naming its ``files`` if it has no sentence (nothing to train or score)."""
+    if not len(split):
+        raise CorruptFile(
+            files[0],
+            f"the {name} split is empty ({', '.join(map(str, files))} hold no sentences); restore the files or "
+            "choose another split (task.train_split / task.test_split)",
+        )
+    return split
 
 
 def length_sorted_indices(split: ParallelSplit, seed: int | None) -> np.ndarray:

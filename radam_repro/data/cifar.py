@@ -14,8 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from radam_repro.errors import CorruptFile
+
 MEAN = (0.4914, 0.4822, 0.4465)  # the official recipe's normalisation
 STD = (0.2023, 0.1994, 0.2010)
+NUM_CLASSES = 10
 
 
 FOLDER = "cifar-10-batches-py"
@@ -40,26 +43,41 @@ class _ArrayUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"unexpected object {module}.{name}")
 
 
-def read_batch(path: Path) -> tuple[np.ndarray, list[int]]:
-    """(data uint8 [N, 3072], labels) of one python batch file; a clear error naming the file otherwise."""
+def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(data uint8 [N, 3072], labels int64 [N] in 0..9) of one python batch file; :class:`CorruptFile` otherwise."""
     redo = f"replace it with a good copy ({FETCH_HINT})"
     if path.stat().st_size == 0:
-        raise ValueError(f"CIFAR-10 batch {path} is empty; {redo}")
+        raise CorruptFile(path, f"CIFAR-10 batch {path} is empty; {redo}")
     try:
         with path.open("rb") as f:
             entry = _ArrayUnpickler(f, encoding="latin1").load()
-        data, labels = np.asarray(entry["data"], dtype=np.uint8), list(entry["labels"])
+        data, labels = entry["data"], np.asarray(entry["labels"])
     except Exception as e:  # noqa: BLE001 - truncated, random bytes, another format: all mean a bad file
-        raise ValueError(
+        raise CorruptFile(
+            path,
             f"CIFAR-10 batch {path} is damaged or not a CIFAR-10 python batch "
-            f"({type(e).__name__}: {str(e)[:100]}); {redo}"
+            f"({type(e).__name__}: {str(e)[:100]}); {redo}",
         ) from None
-    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
-        raise ValueError(
-            f"CIFAR-10 batch {path} holds data of shape {data.shape} and {len(labels)} labels, "
-            f"not N x 3072 images with N labels; {redo}"
+    shape = getattr(data, "shape", None)
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or shape[1] != 3 * 32 * 32:
+        raise CorruptFile(
+            path,
+            f"CIFAR-10 batch {path} holds data of type {type(data).__name__} {getattr(data, 'dtype', '')} "
+            f"shape {shape}, not N x 3072 uint8 pixels; {redo}",
         )
-    return data, labels
+    if labels.ndim != 1 or len(labels) != len(data) or labels.dtype.kind not in "iu":
+        raise CorruptFile(
+            path,
+            f"CIFAR-10 batch {path} holds {labels.size} labels of type {labels.dtype} for {len(data)} images, "
+            f"not one integer label per image; {redo}",
+        )
+    if len(labels) and not (0 <= labels.min() and labels.max() < NUM_CLASSES):
+        bad = labels[(labels < 0) | (labels >= NUM_CLASSES)]
+        raise CorruptFile(
+            path,
+            f"CIFAR-10 batch {path} holds labels outside 0..{NUM_CLASSES - 1} ({', '.join(map(str, bad[:5]))}); {redo}",
+        )
+    return data, labels.astype(np.int64)
 
 
 def load_cifar10(data_dir: str | Path, train: bool, *, download: bool = False, check_integrity: bool = True):
@@ -87,7 +105,7 @@ def load_cifar10(data_dir: str | Path, train: bool, *, download: bool = False, c
             )
     batches = [read_batch(folder / name) for name, _ in files]
     images = torch.from_numpy(np.concatenate([data for data, _ in batches]).reshape(-1, 3, 32, 32))
-    return images, torch.tensor([label for _, labels in batches for label in labels], dtype=torch.long)
+    return images, torch.from_numpy(np.concatenate([labels for _, labels in batches]))
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:

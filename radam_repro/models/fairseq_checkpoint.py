@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from radam_repro.errors import CorruptFile, zip_damage
 from radam_repro.models.transformer import Transformer, TransformerConfig
 
 SAFE_GLOBALS = [argparse.Namespace]
@@ -41,13 +42,35 @@ LAYER_NORMS = {  # fairseq name -> ours, per side
         "final_layer_norm": "ffn_block.norm",
     },
 }
+ARCHITECTURE_KEYS = {  # ours -> fairseq's: what the architecture is read from
+    "encoder_embed.weight": "encoder.embed_tokens.weight",
+    "decoder_embed.weight": "decoder.embed_tokens.weight",
+    "encoder_layers.0.ffn.fc1.weight": "encoder.layers.0.fc1.weight",
+}
 FAIRSEQ_VERSION = torch.tensor([3.0])  # fairseq's TransformerEncoder/Decoder state version: no upgrades on load
 
 
 def load(path: str | Path) -> dict[str, Any]:
-    """A fairseq checkpoint, read with ``weights_only=True`` and only :data:`SAFE_GLOBALS` allowed."""
-    with torch.serialization.safe_globals(SAFE_GLOBALS):
-        return torch.load(path, map_location="cpu", weights_only=True)
+    """A fairseq checkpoint, read with ``weights_only=True`` and only :data:`SAFE_GLOBALS` allowed.
+
+    A file that fails its zip CRC-32s, does not load that way, or holds no ``model`` mapping of tensors, is
+    :class:`CorruptFile`.
+    """
+    if (damage := zip_damage(path)) is not None:
+        raise CorruptFile(path, f"fairseq checkpoint {path}: {damage}: the file is damaged")
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - truncated, damaged, or Python objects that weights_only refuses
+        raise CorruptFile(
+            path,
+            f"cannot load checkpoint {path} safely (torch.load weights_only=True): "
+            f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}",
+        ) from None
+    model = checkpoint.get("model") if isinstance(checkpoint, dict) else None
+    if not isinstance(model, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in model.items()):
+        raise CorruptFile(path, f"{path} is not a checkpoint: it holds no 'model' mapping of tensors")
+    return checkpoint
 
 
 def is_fairseq_state(state: dict[str, Tensor]) -> bool:
@@ -86,6 +109,8 @@ def to_radam(state: dict[str, Tensor]) -> dict[str, Tensor]:
                 "adaptive softmax are not part of our Transformer)"
             )
     for name, parts in qkv.items():
+        if missing := [f"{letter}_proj" for letter in "qkv" if letter not in parts]:
+            raise ValueError(f"the attention parameters of {name.rsplit('.', 1)[0]} lack {', '.join(missing)}")
         out[name] = torch.cat([parts["q"], parts["k"], parts["v"]])
     embed = out.get("decoder_embed.weight")
     if "output_projection" in out and embed is not None and torch.equal(out["output_projection"], embed):
@@ -150,6 +175,10 @@ def architecture(checkpoint: dict[str, Any], state: dict[str, Tensor]) -> dict[s
     if not heads:
         raise ValueError("the checkpoint names no encoder_attention_heads (neither cfg.model nor args)")
     count = lambda side: len({k.split(".")[1] for k in state if k.startswith(f"{side}_layers.")})  # noqa: E731
+    if missing := [k for k in ARCHITECTURE_KEYS if k not in state]:
+        raise ValueError(
+            f"the checkpoint lacks {', '.join(ARCHITECTURE_KEYS[k] for k in missing)}: not a complete transformer"
+        )
     encoder_embed, decoder_embed = state["encoder_embed.weight"], state["decoder_embed.weight"]
     return dict(
         src_vocab_size=encoder_embed.size(0),
@@ -170,31 +199,74 @@ def architecture(checkpoint: dict[str, Any], state: dict[str, Tensor]) -> dict[s
     )
 
 
-def average(states: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-    """fairseq ``scripts/average_checkpoints.py``: the element-wise mean of the state dicts."""
-    if any(s.keys() != states[0].keys() for s in states):
-        raise ValueError("the checkpoints hold different parameters: cannot average them")
-    return {k: (sum(s[k].double() for s in states) / len(states)).to(states[0][k].dtype) for k in states[0]}
+def average(states: Iterable[tuple[Path, dict[str, Tensor]]]) -> dict[str, Tensor]:
+    """fairseq ``scripts/average_checkpoints.py``: the element-wise mean (float64 sums) of ``(path, state dict)`` pairs.
+
+    Every state must hold the first one's parameters with the same shapes; else :class:`CorruptFile` names
+    the file and the parameter (no broadcasting).
+    """
+    total: dict[str, Tensor] = {}
+    for count, (path, state) in enumerate(states):
+        if count == 0:
+            first, reference = path, {key: (value.shape, value.dtype) for key, value in state.items()}
+        elif state.keys() != reference.keys():
+            differ = sorted(state.keys() ^ reference.keys())
+            raise CorruptFile(
+                path, f"{path} holds other parameters than {first} ({', '.join(differ[:3])}): cannot average them"
+            )
+        for key, value in state.items():
+            if value.shape != reference[key][0]:
+                raise CorruptFile(
+                    path,
+                    f"{path}: {key} has shape {list(value.shape)} but {list(reference[key][0])} in {first}: "
+                    "checkpoints of different models cannot be averaged",
+                )
+            total[key] = total[key] + value.double() if key in total else value.double()
+    return {key: (value / (count + 1)).to(reference[key][1]) for key, value in total.items()}
+
+
+def as_paths(paths: str | Path | Iterable[str | Path]) -> list[Path]:
+    return [Path(paths)] if isinstance(paths, (str, Path)) else [Path(path) for path in paths]
 
 
 def import_weights(paths: str | Path | Iterable[str | Path]) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Our state dict (averaged over several checkpoints) and architecture from fairseq checkpoint(s)."""
-    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
-    checkpoints = [load(path) for path in paths]
-    for path, checkpoint in zip(paths, checkpoints):
-        if not is_fairseq_state(checkpoint.get("model", {})):
-            raise ValueError(f"{path} is not a fairseq transformer checkpoint (no model.encoder.embed_tokens.weight)")
-    states = [to_radam(checkpoint["model"]) for checkpoint in checkpoints]
-    state = states[0] if len(states) == 1 else average(states)
-    return state, architecture(checkpoints[-1], state)
+    paths = as_paths(paths)
+    states, checkpoint = [], {}
+    for path in paths:
+        checkpoint = load(path)
+        if not is_fairseq_state(checkpoint["model"]):
+            raise CorruptFile(
+                path, f"{path} is not a fairseq transformer checkpoint (no model.encoder.embed_tokens.weight)"
+            )
+        try:
+            states.append((path, to_radam(checkpoint["model"])))
+        except (ValueError, RuntimeError) as e:  # a missing or misshapen q/k/v part: torch.cat's error
+            raise CorruptFile(path, f"fairseq checkpoint {path}: {e}") from None
+    state = states[0][1] if len(states) == 1 else average(states)
+    try:
+        return state, architecture(checkpoint, state)
+    except (ValueError, IndexError) as e:  # a missing key, or an embedding that is not a matrix
+        raise CorruptFile(paths[-1], f"fairseq checkpoint {paths[-1]}: {e}") from None
 
 
 def load_model(paths: str | Path | Iterable[str | Path], **overrides: Any) -> Transformer:
     """Our :class:`Transformer` with the weights of fairseq checkpoint(s) (averaged if several), in eval mode."""
+    paths = as_paths(paths)
     state, arch = import_weights(paths)
     model = Transformer(TransformerConfig(**{**arch, **overrides}))
-    model.load_state_dict(state)
+    load_weights(model, state, paths)
     return model.eval()
+
+
+def load_weights(model: Transformer, state: dict[str, Tensor], paths: list[Path]) -> None:
+    """``model.load_state_dict(state)``; a missing, extra or misshapen parameter is :class:`CorruptFile` naming it."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        problems = " ".join(str(e).split())[:600]
+        names = ", ".join(map(str, paths))
+        raise CorruptFile(paths[-1], f"fairseq checkpoint {names} does not fit our Transformer: {problems}") from None
 
 
 def export(
@@ -266,6 +338,7 @@ STRUCTURE = (
 
 def initialise(model: Transformer, paths: str | Path | Iterable[str | Path]) -> None:
     """Load fairseq checkpoint(s) (averaged if several) into ``model``; a differing architecture is named."""
+    paths = as_paths(paths)
     state, arch = import_weights(paths)
     differ = {key: (arch[key], getattr(model.cfg, key)) for key in STRUCTURE if arch[key] != getattr(model.cfg, key)}
     tied = model.cfg.share_all_embeddings or model.cfg.share_decoder_input_output_embed
@@ -278,4 +351,4 @@ def initialise(model: Transformer, paths: str | Path | Iterable[str | Path]) -> 
             + ". Set the matching task.model.* keys; vocabulary sizes come from the dictionaries, so train on the "
             "data-bin folder (dict.*.txt) the checkpoint was trained with."
         )
-    model.load_state_dict(state)
+    load_weights(model, state, paths)

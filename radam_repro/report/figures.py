@@ -7,7 +7,7 @@
 * ``warmup_length_<task>``: headline metric vs linear-warmup length per lr, RAdam dashed (Fig. 7).
 * ``grad_hist_<task>``: heat maps of the log|g| histograms over steps per group (Fig. 2/3).
 * ``adaptive_lr_<task>``: ``multiplier`` and every logged ``adaptive_lr/*`` statistic vs step.
-* ``robustness_<task>_<variant>`` (with a ``solved`` criterion): over a grid of lr x one other key of the
+* ``robustness_<task>_<variant>`` (with a ``solved`` criterion): over a grid of lr (else depth) x one other key of the
   variant (its warmup horizon: warmup steps, RAdam's beta2 read as nu = 2 / (1 - beta2), Adam-2k's K,
   Adam-eps's eps), heat maps of the fraction of seeds solved and of the mean final metric (Fig. 6/7 as a map).
 
@@ -35,6 +35,7 @@ from radam_repro.report.tables import Solved  # noqa: E402
 from radam_repro.run_folder import Status, higher_is_better  # noqa: E402
 
 LR = "optimizer.lr"
+HEATMAP_X = {LR: "learning rate", "task.model.layers": "encoder = decoder layers"}  # the first one swept
 MAX_HISTOGRAM_PANELS = 12
 HISTOGRAM_LABELS = {"log_abs_grad": "ln|g|", "log_abs_exp_avg": "ln|m|", "log_abs_exp_avg_sq": "ln|v|"}
 DPI = 110
@@ -198,25 +199,27 @@ def warmup_length(agg: Aggregate, task: str, out: Path) -> Path | None:
 
 
 def robustness_heatmaps(agg: Aggregate, task: str, out: Path, solved: Solved | None = None) -> list[Path]:
-    """Per variant whose groups span >= 2 lrs x >= 2 values of one other key (keys that move with it, such as
-    Adam-2k's run length with its K, ride along): heat maps over the grid of the fraction of seeds solved (with
-    ``solved``) and of the mean final metric over completed seeds. Drawn only with a ``solved`` criterion."""
+    """Per variant whose groups span >= 2 lrs (else depths: ``task.model.layers``) x >= 2 values of one other key
+    (keys that move with it, such as Adam-2k's run length with its K, ride along): heat maps over the grid of the
+    fraction of seeds solved (with ``solved``) and of the mean final metric over completed seeds. Drawn only with
+    a ``solved`` criterion."""
     if solved is None:
         return []
     metric = solved.metric
     written = []
     for (task_name, variant), keys in agg.label_keys.items():
-        axes_keys = [k for k in keys if k != LR]
+        x_key = next((k for k in HEATMAP_X if k in keys), None)
+        axes_keys = [k for k in keys if k != x_key]
         groups = [g for g in agg.of_task(task) if g.variant == variant]
-        if task_name != task or LR not in keys or not axes_keys:
+        if task_name != task or x_key is None or not axes_keys:
             continue
         key = axes_keys[0]
         combinations = {tuple(_hashable(g.key[k]) for k in axes_keys) for g in groups}
         if len(combinations) != len({_hashable(g.key[key]) for g in groups}):
             continue  # a second independent axis: not a 2-D grid
-        lrs = sorted({g.key[LR] for g in groups}, key=sort_key)
+        xs = sorted({g.key[x_key] for g in groups}, key=sort_key)
         horizons = sorted({_hashable(g.key[key]) for g in groups}, key=_horizon_sort)
-        cell = {(lrs.index(g.key[LR]), horizons.index(_hashable(g.key[key]))): g for g in groups}
+        cell = {(xs.index(g.key[x_key]), horizons.index(_hashable(g.key[key]))): g for g in groups}
         panels = [
             ("solved", f"fraction of seeds solved ({solved})"),
             ("mean", f"mean final {metric} (completed seeds)"),
@@ -225,7 +228,7 @@ def robustness_heatmaps(agg: Aggregate, task: str, out: Path, solved: Solved | N
             1, len(panels), figsize=(5.2 * len(panels) + 1, 4.2), squeeze=False, layout="constrained"
         )
         for ax, (kind, title) in zip(axes[0], panels):
-            grid = np.full((len(horizons), len(lrs)), np.nan)
+            grid = np.full((len(horizons), len(xs)), np.nan)
             for (i, j), g in cell.items():
                 if kind == "solved":
                     k, n = solved.count(g)
@@ -253,11 +256,12 @@ def robustness_heatmaps(agg: Aggregate, task: str, out: Path, solved: Solved | N
                 cmap = "viridis" if higher_is_better(metric) else "viridis_r"
                 image = ax.imshow(grid, cmap=cmap, norm=norm, origin="lower", aspect="auto")
             fig.colorbar(image, ax=ax, shrink=0.85)
-            ax.set_xticks(range(len(lrs)), [format_value(v) for v in lrs])
+            ax.set_xticks(range(len(xs)), [format_value(v) for v in xs])
             ax.set_yticks(range(len(horizons)), [_horizon_label(key, v) for v in horizons])
-            ax.set(xlabel="learning rate", ylabel=_horizon_name(key), title=title)
+            ax.set(xlabel=HEATMAP_X[x_key], ylabel=_horizon_name(key), title=title)
         seeds = sorted({len(g.runs) for g in groups})
-        fig.suptitle(f"{task}: {variant}, lr x {_horizon_name(key)}; runs per cell: {'/'.join(map(str, seeds))}")
+        axis = "lr" if x_key == LR else "layers"
+        fig.suptitle(f"{task}: {variant}, {axis} x {_horizon_name(key)}; runs per cell: {'/'.join(map(str, seeds))}")
         written.append(_save(fig, out / f"robustness_{task}_{variant}.png"))
     return written
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from radam_repro.errors import kind_of
 from radam_repro.folder_lock import lock_state
 from radam_repro.run_folder import (
     CONFIG_FILE,
@@ -46,11 +47,11 @@ class Run:
 
     @property
     def task(self) -> str | None:
-        return _section(self.config, "task").get("name")
+        return _name(self.config, "task")
 
     @property
     def variant(self) -> str | None:
-        return _section(self.config, "optimizer").get("name")
+        return _name(self.config, "optimizer")
 
     @property
     def seed(self) -> Any:
@@ -81,14 +82,19 @@ class Run:
         return [r for r in self.rows if r.get("split") == "train"]
 
     def histograms(self) -> list[dict[str, Any]]:
-        """``histograms/step_*.json`` records sorted by step; unreadable files are skipped and noted."""
+        """``histograms/step_*.json`` records (objects with an integer step) sorted by step; others skipped and noted."""
         records = []
         for path in sorted((self.path / HISTOGRAM_DIR).glob(f"{STEP_PREFIX}*.json")):
             try:
-                records.append(parse_strict_json(path.read_text()))
+                record = parse_strict_json(path.read_bytes())
             except (OSError, ValueError) as e:
                 self.problems.append(f"{path.name} unreadable ({type(e).__name__})")
-        return sorted(records, key=lambda r: r.get("step", 0))
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int):
+                records.append(record)
+            else:
+                self.problems.append(f"{path.name} is not a histogram record (an object with an integer step)")
+        return sorted(records, key=lambda r: r["step"])
 
 
 def is_run_dir(path: Path) -> bool:
@@ -137,9 +143,11 @@ def read_metrics(path: Path, problems: list[str]) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     lines = path.read_bytes().splitlines()
-    try:  # fast path: one parse of the whole file as a JSON array
-        rows = parse_strict_json(b"[" + b",".join(line for line in lines if line.strip()) + b"]")
-        return [r for r in rows if isinstance(r, dict)]
+    filled = [line for line in lines if line.strip()]
+    try:  # fast path: one parse of the whole file as a JSON array, kept only if each line gave one object
+        rows = parse_strict_json(b"[" + b"\n,".join(filled) + b"]")  # \n: no JSON string spans two lines
+        if len(rows) == len(filled) and all(isinstance(r, dict) for r in rows):
+            return rows
     except ValueError:
         pass
     rows = []
@@ -154,6 +162,8 @@ def read_metrics(path: Path, problems: list[str]) -> list[dict[str, Any]]:
             continue
         if isinstance(row, dict):
             rows.append(row)
+        else:
+            problems.append(f"{METRICS_FILE} line {number} holds {kind_of(row)}, not a row; skipped")
     return rows
 
 
@@ -174,9 +184,13 @@ def load_run(path: Path) -> Run:
     if not isinstance(config, dict):
         problems.append(f"no readable {CONFIG_FILE}: this run cannot be grouped")
         config = {}
+    for section in ("task", "optimizer"):
+        if "name" in _section(config, section) and _name(config, section) is None:
+            problems.append(f"{CONFIG_FILE}: {section}.name is not a name; this run cannot be grouped by it")
+    unreadable = len(problems)
     summary = _read(path / SUMMARY_FILE, parse_strict_json, problems)
-    if summary is not None and not isinstance(summary, dict):
-        problems.append(f"{SUMMARY_FILE} holds a {type(summary).__name__}, not an object; ignored")
+    if (path / SUMMARY_FILE).is_file() and not isinstance(summary, dict) and len(problems) == unreadable:
+        problems.append(f"{SUMMARY_FILE} holds {kind_of(summary)}, not an object; ignored")
     summary = _checked_summary(summary, problems) if isinstance(summary, dict) else None
     rows = read_metrics(path / METRICS_FILE, problems)
     if summary and isinstance(summary.get("status"), str):
@@ -217,6 +231,12 @@ def _checked_summary(summary: dict[str, Any], problems: list[str]) -> dict[str, 
 def _section(config: dict[str, Any], name: str) -> dict[str, Any]:
     value = config.get(name)
     return value if isinstance(value, dict) else {}
+
+
+def _name(config: dict[str, Any], section: str) -> str | None:
+    """``config[section]["name"]`` if it is a string (a config edited by hand may hold anything there)."""
+    name = _section(config, section).get("name")
+    return name if isinstance(name, str) else None
 
 
 def load_runs(roots: list[Path]) -> list[Run]:

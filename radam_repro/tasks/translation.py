@@ -143,22 +143,7 @@ def shard_sentences(batch: dict, rank: int, world: int) -> dict:
 
 def average_checkpoints(paths: list[Path]) -> dict[str, torch.Tensor]:
     """fairseq ``average_checkpoints.py``: the element-wise mean of the ``"model"`` state dicts (float64 sums)."""
-    total: dict[str, torch.Tensor] = {}
-    dtypes = {}
-    for path in paths:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)["model"]
-        except Exception as e:  # noqa: BLE001 - damaged, or Python objects that weights_only refuses
-            raise ValueError(
-                f"cannot load checkpoint {path} safely (torch.load weights_only=True): "
-                f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}"
-            ) from None
-        if total and state.keys() != total.keys():
-            raise ValueError(f"{path} holds different parameters than {paths[0]}: cannot average them")
-        for key, value in state.items():
-            dtypes[key] = value.dtype
-            total[key] = total.get(key, 0) + value.double()
-    return {key: (value / len(paths)).to(dtypes[key]) for key, value in total.items()}
+    return fairseq_checkpoint.average((path, fairseq_checkpoint.load(path)["model"]) for path in paths)
 
 
 def tokenized_bleu(hypotheses: list[str], references: list[str]) -> float:
