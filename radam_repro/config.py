@@ -45,6 +45,8 @@ class TrainerConfig:
         1  # step checkpoints kept besides latest.pt, at least what the task's final evaluation needs
     )
     histograms: bool = True  # log|g|, log|m|, log|v| histograms at the paper's steps
+    update_stats: bool = True  # update/*: relative, angular and RMS update size at the logging steps
+    hessian_power_iters: int = 0  # > 0: hessian/top_eigenvalue at the histogram steps by this many power iterations
     threads: Optional[int] = None  # torch CPU threads; None: torch's default
     resume: bool = True  # resume from the run folder's latest checkpoint; false moves an earlier run aside
     lock_lease_s: float = 300.0  # the folder lock is stale once untouched this long (its owner refreshes it)

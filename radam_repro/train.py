@@ -29,12 +29,14 @@ import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from radam_repro import distributed, optim, tasks
 from radam_repro.data.fetch import check_task_data
 from radam_repro.distributed import Ranks
 from radam_repro.errors import ConfigError, CorruptFile, UserError, kind_of
 from radam_repro.loggers import Loggers, Silent
+from radam_repro.loggers.diagnostics import UpdateSize, top_hessian_eigenvalue
 from radam_repro.loggers.statistics import adaptive_lr_row, histogram_record, is_histogram_step
 from radam_repro.optim.schedules import Decay
 from radam_repro.preemption import Preemption
@@ -162,6 +164,8 @@ def validate(cfg: DictConfig) -> None:
         raise ValueError(f"trainer.final_eval_limit={t.final_eval_limit} must be >= 0 (0 skips; null: the full one)")
     if t.keep_checkpoints < 0:
         raise ValueError(f"trainer.keep_checkpoints={t.keep_checkpoints} must be >= 0")
+    if t.hessian_power_iters < 0:
+        raise ValueError(f"trainer.hessian_power_iters={t.hessian_power_iters} must be >= 0 (0: off)")
     if t.precision not in PRECISIONS:
         raise ValueError(f"unknown trainer.precision={t.precision!r}; choose fp32, bf16 or fp16")
     try:  # the optimizer's and schedule's own checks (lr, betas, eps, threshold, warmup) on a stand-in parameter
@@ -388,6 +392,9 @@ class Loop:
         self.eval_every = cfg.trainer.eval_every or self.task.steps_per_epoch
         self.keep = max(cfg.trainer.keep_checkpoints, self.task.checkpoints_needed)
         self.names = {p: n for n, p in self.model.named_parameters()}
+        update_size = cfg.trainer.update_stats and ranks.is_main
+        self.update_size = UpdateSize(dict(self.model.named_parameters())) if update_size else None
+        self.update_stats: dict[str, torch.Tensor] = {}  # the last logging step's, read by log_interval
         self.state = LoopState()
         self.logs: Loggers | Silent = Silent()
         self.tick = (time.time(), 0)  # time and step of the last logged training row
@@ -435,32 +442,51 @@ class Loop:
         state, ranks, optimizer = self.state, self.ranks, self.optimizer
         batch = self.task.shard(batch, ranks.rank, ranks.world) if ranks.world > 1 else batch
         state.step += 1
+        log_step = state.step % self.cfg.trainer.log_every == 0 or state.step == self.max_steps
+        diagnose = ranks.is_main and is_histogram_step(state.step)
+        hessian = self.hessian_eigenvalue(batch) if diagnose and self.cfg.trainer.hessian_power_iters else None
         with self.autocast:
             loss, metrics = self.task.loss(train_model, batch)
         self.scaler.scale(loss).backward()
         if self.task.clip_norm > 0:
             self.scaler.unscale_(optimizer)
             state.grad_norms.append(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.task.clip_norm))
+        if self.update_size is not None and log_step:
+            self.update_size.before()
         self.scaler.step(optimizer)
+        if self.update_size is not None and log_step:
+            self.update_stats = self.update_size.after()
         self.scaler.update()
         self.scheduler.step()
         state.pending.append(loss.detach().float())
         for key, value in metrics.items():
             state.extras.setdefault(key, []).append(value.detach().float())
-        if ranks.is_main and self.cfg.trainer.histograms and is_histogram_step(state.step):
+        row = {}
+        if diagnose and self.cfg.trainer.histograms:
             record = histogram_record(state.step, optimizer, self.names)
             self.logs.histogram(state.step, record)
-            self.logs.log(
-                [
-                    {
-                        **self.position(),
-                        "split": "train",
-                        "multiplier": _multiplier(optimizer),
-                        **adaptive_lr_row(record),
-                    }
-                ]
-            )
+            row = {"multiplier": _multiplier(optimizer), **adaptive_lr_row(record)}
+        if hessian is not None:
+            row["hessian/top_eigenvalue"] = hessian.item()
+        if row:
+            self.logs.log([{**self.position(), "split": "train", **row}])
         optimizer.zero_grad(set_to_none=True)
+
+    def hessian_eigenvalue(self, batch: Any) -> torch.Tensor:
+        """``hessian/top_eigenvalue`` of the training loss on ``batch`` at the current parameters, in fp32, by
+        ``trainer.hessian_power_iters`` power-iteration steps. The run's RNGs and the model's buffers (BatchNorm's
+        running statistics) are left as they were: training goes on as without it."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        buffers = [b.clone() for b in self.model.buffers()]
+        start = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.state.step)
+        rngs = torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else [])
+        with rngs, sdpa_kernel(SDPBackend.MATH):  # the fused attention kernels have no double backward
+            eigenvalue = top_hessian_eigenvalue(
+                lambda: self.task.loss(self.model, batch)[0], params, self.cfg.trainer.hessian_power_iters, start
+            )
+        for buffer, saved in zip(self.model.buffers(), buffers):
+            buffer.copy_(saved)
+        return eigenvalue.detach()
 
     def log_interval(self, progress: Any) -> dict[str, Any] | None:
         """The logging block: one training row averaged over the interval and the ranks.
@@ -487,6 +513,9 @@ class Loop:
         row.update({k: reduce[k](torch.stack(v)).mean().item() for k, v in state.extras.items()})
         if state.grad_norms:
             row["grad_norm"] = torch.stack(state.grad_norms).mean().item()
+        if self.update_stats:
+            row.update(zip(self.update_stats, torch.stack(list(self.update_stats.values())).tolist()))
+            self.update_stats = {}
         self.logs.log([row])
         if progress is not None:
             progress.update(state.step - progress.n)

@@ -309,6 +309,13 @@ def test_rank_signals_puts_the_separating_signal_first():
     assert early_values(runs[0]) == {"grad_norm": 5.0, "loss": runs[0].rows[0]["loss"]}
 
 
+def test_per_layer_update_sizes_enter_the_ranking_through_their_summaries():
+    early = {"update/relative": 0.1, "update/relative_max": 0.3, "update/relative/0.weight": 0.3}
+    early |= {"update/angle": 0.01, "update/angle_max": 0.02, "update/angle/0.weight": 0.02}
+    run = make_run("adam", 1, SOLVES, **early)
+    assert early_values(run) == pytest.approx({k: v for k, v in early.items() if k.count("/") == 1})
+
+
 # -- the report CLI on real tiny runs --------------------------------------------------------------
 def test_report_writes_claims_and_signal_tables_for_a_tiny_sweep(cli, tmp_path):
     cli("-m", "task=nmt_synthetic", "optimizer=adam,adam_warmup", "seed=1,2", "trainer.max_steps=3", "group=tiny")
@@ -327,12 +334,17 @@ def test_report_writes_claims_and_signal_tables_for_a_tiny_sweep(cli, tmp_path):
     solved = Solved.parse(f"valid/loss<{threshold!r}")
     fraction = {v: statistics.fmean(solved(r) for r in runs if r.variant == v) for v in ("adam", "adam_warmup")}
     assert float(vanilla["effect"]) == pytest.approx(fraction["adam_warmup"] - fraction["adam"])
-    assert {r["verdict"] for r in rows if r["claim"] == "kosson2024_update_size"} == {NOT_MEASURED}
+    # every run logs update/* (radam_repro/loggers/diagnostics.py): Kosson's predictions compare 2 failed with 2 solved
+    kosson = [r for r in rows if r["claim"] == "kosson2024_update_size"]
+    assert len(kosson) == 2 and all((r["n_a"], r["n_b"]) == ("2", "2") for r in kosson)
+    assert NOT_MEASURED not in {r["verdict"] for r in kosson}
     assert "| liu2019_vanilla_fails |" in (out / "claims.md").read_text()
 
     with (out / "early_signals.csv").open() as f:
         signals = {r["signal"]: r for r in csv.DictReader(f)}
     assert {"adaptive_lr/log10_var_mean", "adaptive_lr/eps_dominated", "loss"} <= set(signals)
+    assert {"update/relative", "update/angle", "update/rms", "update/relative_max", "update/angle_max"} <= set(signals)
+    assert not any(name.startswith(("update/relative/", "update/angle/")) for name in signals)
     values = [(early_values(r)["loss"], not solved(r)) for r in runs]
     expected = auc(np.array([v for v, f in values if f]), np.array([v for v, f in values if not f]))
     assert float(signals["loss"]["auc"]) == pytest.approx(expected)

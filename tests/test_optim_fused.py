@@ -22,7 +22,7 @@ from test_optim import (
     run,
 )
 
-from radam_repro.optim import Adam, Adam2k, RAdam, SimplifiedRAdam, lambda_lr
+from radam_repro.optim import Adam, Adam2k, GIAdam, RAdam, SimplifiedRAdam, lambda_lr
 from radam_repro.optim.rectification import untuned_exponential_warmup
 
 FUSED_KERNELS = ("aten::_fused_adam_", "aten::_fused_adamw_")
@@ -34,6 +34,7 @@ VARIANTS = {
     "radam_sgd": lambda groups, **kw: RAdam(groups, threshold=5, degenerated_to_sgd=True, **kw),
     "radam_skip": lambda groups, **kw: RAdam(groups, threshold=4, degenerated_to_sgd=False, **kw),
     "radam_simple": lambda groups, **kw: SimplifiedRAdam(groups, **kw),
+    "adam_gi": lambda groups, **kw: GIAdam(groups, **kw),
 }
 
 
@@ -133,6 +134,7 @@ def test_float32_fused_matches_torch_radam_to_rounding():
         (lambda ps: RAdam(groups_for(ps)), 3),  # saved in the SGD phase, resumed into the rectified one
         (lambda ps: Adam2k(groups_for(ps), freeze_steps=20, eps_placement="sqrt_vhat"), 12),  # saved while frozen
         (lambda ps: SimplifiedRAdam(groups_for(ps), decoupled_weight_decay=False), 30),
+        (lambda ps: GIAdam(groups_for(ps)), 1),  # saved after v_0 = g_1^2 was set: resumed without re-initialising
     ],
 )
 def test_state_dict_round_trip_mid_run_is_bit_identical(make, split):

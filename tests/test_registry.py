@@ -120,7 +120,7 @@ def test_a_default_changed_in_the_class_changes_the_schema_the_listing_and_the_f
     derived = json.loads(python(package_copy, "-c", DERIVED).stdout)
     assert derived == {"schema": expected, "registry": expected, "fairseq": expected}
     listing = python(package_copy, "-m", "radam_repro.optim", "--list").stdout
-    assert listing.count(f"eps={expected!r}") == 4  # adam, adam_2k, radam, simplified_radam
+    assert listing.count(f"eps={expected!r}") == 5  # adam, adam_2k, radam, simplified_radam, adam_gi
 
 
 def test_a_duplicate_name_is_refused_naming_both_classes():

@@ -10,6 +10,7 @@ registry (:mod:`radam_repro.optim.registry`) as ``--optimizer radam_repro_<algor
 ``radam_repro_radam``              RAdam: ``--radam-threshold`` (5), ``--radam-no-sgd`` (skip, not SGD)
 ``radam_repro_adam_2k``            Adam-2k: ``--freeze-steps`` (2000)
 ``radam_repro_simplified_radam``   Hilton's simplified RAdam
+``radam_repro_adam_gi``            GI-Adam (v_0 = g_1^2, Kalra & Barkeshli 2024)
 =================================  ==============================================================
 
 Each option is a hyperparameter of the class with the class's default (:func:`fairseq_options`), under fairseq's

@@ -27,7 +27,7 @@ from radam_repro.optim.rectification import (
 from radam_repro.optim.registry import OPTIMIZERS, OptimInfo, build, register
 from radam_repro.optim.schedules import Decay, Schedule, build_schedule, lambda_lr
 from radam_repro.optim.sgd import SGD
-from radam_repro.optim.variants import Adam, Adam2k, RAdam, SimplifiedRAdam
+from radam_repro.optim.variants import Adam, Adam2k, GIAdam, RAdam, SimplifiedRAdam
 
 for _module in pkgutil.iter_modules(__path__):
     if not _module.name.startswith("_"):
@@ -39,6 +39,7 @@ __all__ = [
     "Adam2k",
     "AdamFamily",
     "Decay",
+    "GIAdam",
     "OptimInfo",
     "RAdam",
     "SGD",

@@ -148,6 +148,13 @@ class AdamFamily(Optimizer):
         """Phase and step multiplier c_t at step ``step`` (1-based). Plain Adam: adaptive, 1."""
         return "adaptive", 1.0
 
+    def initial_exp_avg_sq(
+        self, group: dict[str, Any], p: torch.Tensor, grad: torch.Tensor, grad_scale: torch.Tensor | None
+    ) -> torch.Tensor:
+        """v_0, created at a parameter's first step from its first gradient (``grad``, still multiplied by
+        ``grad_scale`` under a GradScaler). Plain Adam: zeros."""
+        return torch.zeros_like(p, memory_format=torch.preserve_format)
+
     @staticmethod
     def _step_device(group: dict[str, Any], p: torch.Tensor) -> torch.device:
         """Where state["step"] lives: on the parameter's device for the fused kernels (as torch's fused Adam)."""
@@ -190,7 +197,7 @@ class AdamFamily(Optimizer):
         inf_on_host = functools.cache(lambda: bool(found_inf))  # read once, and only if a foreach bucket needs it
         deferred: list[torch.Tensor] = []  # params whose step the fused kernel may have skipped on found_inf
         for group, stats in zip(self.param_groups, self.group_stats):
-            for bucket in self._buckets(group):
+            for bucket in self._buckets(group, grad_scale):
                 phase, multiplier = self.rule(group, bucket.step)
                 path = adam_family_update(bucket, group, phase, multiplier, grad_scale, found_inf, inf_on_host)
                 if path == "skipped":
@@ -204,7 +211,7 @@ class AdamFamily(Optimizer):
             self._defer_skip(found_inf, deferred)
         return loss
 
-    def _buckets(self, group: dict[str, Any]) -> list[Bucket]:
+    def _buckets(self, group: dict[str, Any], grad_scale: torch.Tensor | None) -> list[Bucket]:
         """The group's parameters with a gradient, their state created on first use, bucketed by (device, dtype,
         step, fusable); complex parameters as real views (as torch.optim.Adam), so v holds re^2 and im^2."""
         buckets: dict[tuple, Bucket] = {}
@@ -218,7 +225,7 @@ class AdamFamily(Optimizer):
             if not state:
                 state["step"] = torch.zeros((), dtype=torch.float32, device=self._step_device(group, p))
                 state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = self.initial_exp_avg_sq(group, p, grad, grad_scale)
                 self._steps[p] = 0
             t = self._steps.get(p)
             if t is None:

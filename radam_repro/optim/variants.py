@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import torch
+
 from radam_repro.optim.adam_family import AdamFamily
 from radam_repro.optim.rectification import hilton_multiplier, rectification
 from radam_repro.optim.registry import register
@@ -109,3 +111,28 @@ class SimplifiedRAdam(AdamFamily):
 
     def rule(self, group: dict[str, Any], step: int) -> tuple[str, float]:
         return "adaptive", hilton_multiplier(group["betas"][1], step)
+
+
+@register("adam_gi")
+class GIAdam(AdamFamily):
+    r"""GI-Adam (Kalra & Barkeshli 2024, arXiv 2406.09405, Sec. 6): Adam whose second moment starts from the
+    first gradient instead of zero, everything else (bias corrections included) unchanged.
+
+    .. math::
+        v_0 = g_1^2,\quad v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2,\quad \hat v_t = v_t / (1-\beta_2^t)
+
+    with :class:`Adam`'s step. Kept, the bias correction over-corrects the early :math:`v_t` (:math:`v_1 = g_1^2`, so
+    :math:`\hat v_1 = g_1^2/(1-\beta_2)`): the first steps are :math:`\sqrt{1-\beta_2^t}` times Adam's, a built-in
+    warmup over about :math:`1/(1-\beta_2)` steps. :math:`g_1` is the gradient the first step uses (with L2:
+    :math:`g + \lambda\theta`; under a GradScaler: unscaled; a non-finite coordinate starts at 0, as Adam's).
+    """
+
+    def initial_exp_avg_sq(
+        self, group: dict[str, Any], p: torch.Tensor, grad: torch.Tensor, grad_scale: torch.Tensor | None
+    ) -> torch.Tensor:
+        g = grad if grad_scale is None else grad / grad_scale.to(grad.device)
+        if group["weight_decay"] != 0 and not group["decoupled_weight_decay"]:
+            g = g + group["weight_decay"] * p
+        g = torch.view_as_real(g) if torch.is_complex(g) else g
+        v = torch.nan_to_num(g * g, nan=0.0, posinf=0.0)
+        return torch.view_as_complex(v) if torch.is_complex(p) else v

@@ -23,6 +23,8 @@ from radam_repro.run_folder import DONE, metric
 
 EARLY_FRACTION = 0.1
 NOT_SIGNALS = {"step", "epoch", "split", "steps_per_s", "lr", "multiplier"}
+# per-layer values (update/relative/<parameter>, ...) enter through their summaries (update/relative_max, ...)
+PER_LAYER = ("update/relative/", "update/angle/")
 RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
 
@@ -43,7 +45,12 @@ def early_values(run: Run) -> dict[str, float]:
         if not isinstance(step, int) or step > window:
             continue
         for key, value in row.items():
-            if key in NOT_SIGNALS or isinstance(value, bool) or not isinstance(value, (int, float)):
+            if (
+                key in NOT_SIGNALS
+                or key.startswith(PER_LAYER)
+                or isinstance(value, bool)
+                or not isinstance(value, (int, float))
+            ):
                 continue
             if (row_metric := metric(key)) is not None and row_metric.kind == "count":
                 continue
