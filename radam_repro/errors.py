@@ -2,7 +2,8 @@
 
 :class:`UserError` (bad config values, missing data, a refused resume) subclasses Hydra's ``CompactHydraException``,
 so the CLI prints the message alone, without a Python traceback (``HYDRA_FULL_ERROR=1`` still shows it), and exits
-non-zero. :class:`CorruptFile` is the one error a damaged or foreign input file raises; its message names the file.
+non-zero. :class:`CorruptFile` (a UserError too) is the one error a damaged or foreign input file raises; its message
+names the file.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class MissingData(UserError, FileNotFoundError):
     """A data set is absent or incomplete where the task reads it."""
 
 
-class CorruptFile(ValueError):
+class CorruptFile(UserError, ValueError):
     """``path`` cannot be read as what it should be; the message names the file, the problem and the fix."""
 
     def __init__(self, path: str | Path, message: str) -> None:
