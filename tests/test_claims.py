@@ -317,6 +317,7 @@ def test_per_layer_update_sizes_enter_the_ranking_through_their_summaries():
 
 
 # -- the report CLI on real tiny runs --------------------------------------------------------------
+@pytest.mark.slow  # a longer real run: CI runs it (.ci/run selects every marker)
 def test_report_writes_claims_and_signal_tables_for_a_tiny_sweep(cli, tmp_path):
     cli("-m", "task=nmt_synthetic", "optimizer=adam,adam_warmup", "seed=1,2", "trainer.max_steps=3", "group=tiny")
     sweep = cli.runs / "tiny"

@@ -100,6 +100,7 @@ def append_steps(run: RunDir, seed: int, first: int, last: int) -> None:
             )
 
 
+@pytest.mark.slow  # a longer real run: CI runs it (.ci/run selects every marker)
 def test_a_running_cell_updates_live_and_a_resumed_one_is_not_doubled(tmp_path):
     sweep = tmp_path / "sweep"
     cell = write_cell(sweep, "adam", 1, steps=20)

@@ -87,6 +87,7 @@ def test_demo_prints_the_verdict_and_the_table_and_writes_the_report(demo_sweep)
     assert pixels.shape[0] > 200 and pixels.std() > 0.05
 
 
+@pytest.mark.slow  # a longer real run: CI runs it (.ci/run selects every marker)
 def test_robustness_map_renders_its_heat_maps_from_a_tiny_grid(cli):
     """2 lrs x 2 horizons x 2 variants, 3 updates per cell of a 1-layer model, in-process (basic launcher)."""
     proc = cli(

@@ -76,6 +76,7 @@ def test_cifar_cpu_cells_follow_rules_c1_to_c6():
         assert opt.weight_decay == 1e-4 and (name == "sgd" or opt.betas[1] == 0.999)  # C5, C6
 
 
+@pytest.mark.slow  # a longer real run: CI runs it (.ci/run selects every marker)
 def test_depth_axis_crosses_every_depth_with_every_horizon_at_the_recipes_lr():
     configs = paper_cost.cell_configs("warmup_depth")
     horizon = Counter()
@@ -91,6 +92,7 @@ def test_depth_axis_crosses_every_depth_with_every_horizon_at_the_recipes_lr():
     assert horizon == {(v, h, layers): 3 for v, h in expected for layers in (2, 4, 6, 8)}
 
 
+@pytest.mark.slow  # a longer real run: CI runs it (.ci/run selects every marker)
 def test_paper_experiments_are_the_papers_recipes():
     nmt = by_variant(paper_cost.cell_configs("paper_nmt"))
     assert {seed for *_, seed in nmt} == {1, 1111, 2222, 3333, 4444}
@@ -107,6 +109,7 @@ def test_paper_experiments_are_the_papers_recipes():
     }
 
 
+@pytest.mark.slow  # a longer real run: CI runs it (.ci/run selects every marker)
 def test_paper_cost_is_flops_times_updates_over_the_assumed_throughput():
     rows = {r["experiment"]: r for r in paper_cost.estimate()}
     nmt = rows["paper_nmt"]
@@ -123,6 +126,7 @@ def finished(runs, group):
     return json.loads(summary.read_text()), yaml.safe_load((summary.parent / "config.yaml").read_text())
 
 
+@pytest.mark.slow  # a longer real run: CI runs it (.ci/run selects every marker)
 def test_a_multi30k_cell_trains_two_updates_and_reports_averaged_bleu(tmp_path, multi30k):
     runs = tmp_path / "runs"
     run_cli(

@@ -174,6 +174,7 @@ def test_full_dry_run_records_every_section_and_survives_a_failing_one(tmp_path)
     assert "3·B·" in nmt["sections"]["nmt"]["formulas"]["flops_per_step"]
 
 
+@pytest.mark.slow  # a longer real run: CI runs it (.ci/run selects every marker)
 def test_paper_nmt_section_dry_run_extrapolates_from_the_clis_logged_rate(tmp_path, iwslt):
     """experiment=paper_nmt through the real CLI (tiny model, CPU) until 4 training rows: rate and extrapolation."""
     proc, report = run_check(tmp_path, "--sections", "paper_nmt", "--iwslt-dir", str(iwslt))

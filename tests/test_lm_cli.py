@@ -20,6 +20,7 @@ def heldout_shard():
     return path
 
 
+@pytest.mark.slow  # a longer real run: CI runs it (.ci/run selects every marker)
 def test_lm1b_small_perplexity_falls_through_the_cli(cli, heldout_shard):
     cli("task=lm1b_small", "optimizer=radam", "trainer.max_steps=120", "trainer.eval_every=40", "trainer.log_every=20")
     (summary_path,) = list(cli.runs.rglob("summary.json"))

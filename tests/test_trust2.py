@@ -89,6 +89,7 @@ def test_a_bit_flipped_latest_checkpoint_falls_back_to_the_newest_good_one(finis
 
 
 # -- 2. a paused owner on this host keeps its folder, whatever the lease ---------------------------------------------
+@pytest.mark.slow  # a longer real run: CI runs it (.ci/run selects every marker)
 def test_a_paused_owner_keeps_its_folder_past_the_lease(tmp_path):
     run = tmp_path / "run"
     long = (*SMALL, "trainer.max_steps=3000", "task.max_update=3000", "trainer.lock_lease_s=2")
@@ -216,6 +217,7 @@ def test_the_dashboard_flags_damaged_files_and_serves_the_other_runs(tmp_path, c
     assert f"warning: skipping {damaged['histogram a list']}: not a histogram record" in err
 
 
+@pytest.mark.slow  # a longer real run: CI runs it (.ci/run selects every marker)
 def test_the_dashboard_survives_a_second_dashboard_a_rename_and_a_resume(tmp_path):
     from test_dashboard import append_steps, scalars, wait_until
 
@@ -267,6 +269,7 @@ def test_the_dashboard_survives_a_second_dashboard_a_rename_and_a_resume(tmp_pat
 
 
 # -- 7. W&B with a server that accepts and never answers: the whole start is bounded by logger.init_timeout ---------
+@pytest.mark.slow  # a longer real run: CI runs it (.ci/run selects every marker)
 def test_a_silent_wandb_server_costs_the_init_timeout_and_no_more(tmp_path):
     with socket.socket() as server:  # accepts connections (the kernel's backlog), never answers
         server.bind(("127.0.0.1", 0))
