@@ -27,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.gpu_check import IWSLT_VOCAB, LM_VOCAB, iwslt_architecture, iwslt_like_batches, transformer_train_flops
 from radam_repro.__main__ import register  # noqa: F401 - registers the config schema and resolvers
+from radam_repro.config import without_foreign_optimizer_schemas
 from radam_repro.models.resnet_cifar import CifarResNet
 from radam_repro.models.transformer import Transformer
 from radam_repro.tasks.translation import label_smoothed_nll_loss
@@ -44,7 +45,7 @@ LM1B_TRAIN_TOKENS = 798_949_912  # 768,648,884 words + 30,301,028 sentence ends 
 
 def sweep(experiment: str) -> list[list[str]]:
     """Every cell of ``experiment=<name>``'s sweep, as its list of overrides (Hydra's basic sweeper's expansion)."""
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+    with without_foreign_optimizer_schemas(), initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         cfg = compose("radam_repro", overrides=[f"experiment={experiment}"], return_hydra_config=True)
     params = [f"{key}={value}" for key, value in cfg.hydra.sweeper.params.items()]
     loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(CONFIGS)))
@@ -55,7 +56,7 @@ def sweep(experiment: str) -> list[list[str]]:
 def cell_configs(experiment: str) -> list:
     """The composed config of every cell of ``experiment``'s sweep."""
     cells = sweep(experiment)
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+    with without_foreign_optimizer_schemas(), initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         return [compose("radam_repro", overrides=[f"experiment={experiment}", *cell]) for cell in cells]
 
 

@@ -11,6 +11,8 @@ and checks a composed task config.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, make_dataclass
 from enum import Enum
 from typing import Any, Optional
@@ -112,3 +114,21 @@ def register() -> None:
         store.store(group="optimizer", name=f"_{info.name}", node=optimizer_schema(info))
     for name in tasks.BUILDERS:
         store.store(group="task", name=f"_{name}", node=tasks.schema(name), package="task")
+
+
+@contextmanager
+def without_foreign_optimizer_schemas() -> Iterator[None]:
+    """Hide what fairseq stores in Hydra's global ConfigStore while composing in-process.
+
+    fairseq registers ``optimizer/adam``, ``optimizer/sgd``, ... schemas when imported; Hydra would merge them with
+    our YAMLs of the same name and fail. The CLI never imports fairseq; in-process composition (tests, benchmarks)
+    must not depend on what else the process imported.
+    """
+    optimizers = ConfigStore.instance().repo.get("optimizer", {})
+    foreign = {name: node for name, node in optimizers.items() if not name.startswith("_")}
+    for name in foreign:
+        del optimizers[name]
+    try:
+        yield
+    finally:
+        optimizers.update(foreign)

@@ -102,9 +102,9 @@ def test_training_logs_the_diagnostics_and_the_hessian_flag_changes_nothing_else
 
 def test_a_negative_number_of_power_iterations_names_the_key():
     from hydra import compose, initialize_config_dir
-    from test_trust import ROOT, without_foreign_optimizer_schemas
+    from test_trust import ROOT
 
-    from radam_repro.config import register
+    from radam_repro.config import register, without_foreign_optimizer_schemas
     from radam_repro.train import validate
 
     register()

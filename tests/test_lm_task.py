@@ -13,7 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from radam_repro.config import register
+from radam_repro.config import register, without_foreign_optimizer_schemas
 from radam_repro.data.lm1b import stream_rows
 from radam_repro.tasks import build
 
@@ -42,7 +42,10 @@ def task_config(name: str, data_root: Path, cache: Path, **overrides):
     data_root = the staged data), without the other config groups."""
     register()
     overrides = [f"+data_root={data_root}", f"task.cache_dir={cache}", *(f"task.{k}={v}" for k, v in overrides.items())]
-    with initialize_config_dir(str(REPO / "radam_repro" / "configs"), version_base="1.3"):
+    with (
+        without_foreign_optimizer_schemas(),
+        initialize_config_dir(str(REPO / "radam_repro" / "configs"), version_base="1.3"),
+    ):
         return compose(f"task/{name}", overrides=overrides).task
 
 

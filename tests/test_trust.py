@@ -18,13 +18,13 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import ROOT, data_root, wait_for
 
+from radam_repro.config import without_foreign_optimizer_schemas
 from radam_repro.folder_lock import FolderLock, RunFolderInUse, read_owner
 from radam_repro.report.__main__ import main as report_main
 from radam_repro.report.runs import load_run
@@ -356,25 +356,6 @@ BAD_VALUES = [
     ("optimizer.lr=-0.1", "invalid optimizer.lr=-0.1"),
     ("optimizer.betas=[0.9,1.5]", "invalid optimizer.betas[1] (beta2)=1.5"),
 ]
-
-
-@contextmanager
-def without_foreign_optimizer_schemas():
-    """Hide what fairseq stores in Hydra's global ConfigStore when a test in this process imported it.
-
-    fairseq registers ``optimizer/adam``, ``optimizer/sgd``, ... schemas; Hydra would merge them with our YAMLs of the
-    same name. The CLI never imports fairseq; in-process composition here must not depend on test order.
-    """
-    from hydra.core.config_store import ConfigStore
-
-    optimizers = ConfigStore.instance().repo.get("optimizer", {})
-    foreign = {name: node for name, node in optimizers.items() if not name.startswith("_")}
-    for name in foreign:
-        del optimizers[name]
-    try:
-        yield
-    finally:
-        optimizers.update(foreign)
 
 
 @pytest.mark.parametrize("override, expected", BAD_VALUES)

@@ -11,9 +11,8 @@ from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from test_trust import without_foreign_optimizer_schemas
 
-from radam_repro.config import register
+from radam_repro.config import register, without_foreign_optimizer_schemas
 
 CONFIGS = Path(__file__).resolve().parents[1] / "radam_repro" / "configs"
 CLAIMS = CONFIGS.parent / "report" / "claims.yaml"
