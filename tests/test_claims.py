@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from radam_repro.report.__main__ import main as report_main
 from radam_repro.report.aggregate import aggregate
+from radam_repro.report.archive import main as archive_main
 from radam_repro.report.claims import (
     CLAIMS_YAML,
     FAILS,
@@ -29,8 +30,10 @@ from radam_repro.report.claims import (
     Z,
     _prediction,
     evaluate,
+    evaluate_claims,
     load_claims,
     seeds_needed,
+    write_claims,
 )
 from radam_repro.report.runs import Run, load_runs
 from radam_repro.report.signals import auc, early_values, rank_signals
@@ -193,18 +196,89 @@ def test_lr_sensitivity_is_wortsmans_number():
 
     p = predict(
         stat="lr_sensitivity:valid/loss", a={"variant": "adam_warmup"}, b={"variant": "adam"}, relation="<",
-        loss_at_init=LN32,
+        at_init=LN32,
     )  # fmt: skip
     verdict, (cell,) = verdict_of(p, runs)
     assert cell.a == pytest.approx(sensitivity(warm)) and cell.b == pytest.approx(sensitivity(vanilla))
     assert verdict == HOLDS
     reverse = predict(
         stat="lr_sensitivity:valid/loss", a={"variant": "adam"}, b={"variant": "adam_warmup"}, relation="<",
-        loss_at_init=LN32,
+        at_init=LN32,
     )  # fmt: skip
     assert verdict_of(reverse, runs)[0] == FAILS
     one_lr = [r for r in runs if r.config["optimizer"]["lr"] == 1e-3]
     assert verdict_of(p, one_lr)[0] == NO_RUNS
+
+
+def make_cifar_run(variant: str, seed: int, lr: float, acc: float | None) -> Run:
+    """A CIFAR run with a final and a best test accuracy (best = final + 1); acc None: the run diverged."""
+    config = {"optimizer": {"name": variant, "lr": lr}, "task": {"name": "cifar10"}, "seed": seed}
+    if acc is None:
+        return Run(Path(f"/runs/{variant},lr={lr},seed={seed}"), config, {"status": "diverged"}, [], "diverged")
+    summary = {"status": "completed", "final": {"test/acc": acc}, "best": {"test/acc": acc + 1}, "step": 8}
+    return Run(Path(f"/runs/{variant},lr={lr},seed={seed}"), config, summary, [], "completed")
+
+
+def test_lr_sensitivity_of_a_score_and_best_values_and_diverged_runs_at_init():
+    """For an accuracy: E_lr[max_lr a(lr) - max(a(lr), a_0)], a diverged run counted as chance (a_0 = 10);
+    ``best:`` reads the summary's best values; with ``at_init`` a diverged run counts as a_0 in ``final:`` too."""
+    lrs = (0.1, 0.01, 0.001)
+    robust = {0.1: [60.0, 62.0], 0.01: [63.0, 61.0], 0.001: [59.0, 58.0]}
+    fragile = {0.1: [None, 5.0], 0.01: [64.0, 60.0], 0.001: [40.0, 44.0]}  # 5.0 is below chance: counted as 10
+    runs = [make_cifar_run("radam", s, lr, v) for lr in lrs for s, v in enumerate(robust[lr], 1)]
+    runs += [make_cifar_run("adam", s, lr, v) for lr in lrs for s, v in enumerate(fragile[lr], 1)]
+
+    def sensitivity(table):
+        means = [statistics.fmean(10.0 if v is None else max(v, 10.0) for v in table[lr]) for lr in lrs]
+        return statistics.fmean(max(means) - m for m in means)
+
+    p = predict(stat="lr_sensitivity:test/acc", a={"variant": "radam"}, b={"variant": "adam"}, relation="<", at_init=10)
+    verdict, (cell,) = verdict_of(p, runs)
+    assert cell.a == pytest.approx(sensitivity(robust)) and cell.b == pytest.approx(sensitivity(fragile))
+    assert verdict == HOLDS and sensitivity(fragile) > 10
+    best = predict(stat="best:test/acc", a={"variant": "radam", "where": {"optimizer.lr": 0.1}},
+                   b={"variant": "adam", "where": {"optimizer.lr": 0.1}}, relation=">", at_init=10)  # fmt: skip
+    (cell,) = verdict_of(best, runs)[1]
+    assert (cell.a, cell.b, cell.n_b) == (62.0, statistics.fmean([10.0, 6.0]), 2)  # best = final + 1; diverged: 10
+    final = predict(stat="final:test/acc", a={"variant": "radam", "where": {"optimizer.lr": 0.1}},
+                    b={"variant": "adam", "where": {"optimizer.lr": 0.1}}, relation=">")  # fmt: skip
+    (cell,) = verdict_of(final, runs)[1]
+    assert (cell.b, cell.n_b) == (5.0, 1)  # without at_init the diverged run has no value
+
+
+def test_claim_where_paper_and_scale_and_claims_without_a_solved_criterion(tmp_path):
+    """A claim's ``where`` scopes all its predictions; ``paper``/``scale`` reach the verdict table; without a solved
+    criterion a solved_fraction prediction is not measured while a final-metric one is evaluated."""
+    path = tmp_path / "claims.yaml"
+    path.write_text(
+        """claims:
+  - id: real
+    source: {paper: P, year: 2019}
+    claim: c
+    paper: "BLEU 34.76 vs 34.66"
+    scale: "tiny model"
+    experiment: e
+    where: {task.name: cifar10, optimizer.lr: 0.1}
+    predictions:
+      - {stat: "final:test/acc", a: {variant: radam}, b: {variant: adam}, relation: ">"}
+      - {stat: solved_fraction, a: {variant: radam}, b: {variant: adam}, relation: ">"}
+"""
+    )
+    (claim,), _ = load_claims(path)
+    assert claim.paper == "BLEU 34.76 vs 34.66" and claim.scale == "tiny model"
+    assert claim.predictions[0].a.where == {"task.name": "cifar10", "optimizer.lr": 0.1}
+    runs = [make_cifar_run("radam", s, lr, 70.0 + s) for lr in (0.1, 0.01) for s in (1, 2, 3)]
+    runs += [make_cifar_run("adam", s, lr, 50.0 + s if lr == 0.1 else 90.0) for lr in (0.1, 0.01) for s in (1, 2, 3)]
+    (verdict,) = evaluate_claims([claim], aggregate(runs), None)
+    (_, final_verdict, (cell,)), (_, solved_verdict, _) = verdict.predictions
+    assert final_verdict == HOLDS and cell.effect == pytest.approx(20.0)  # at lr 0.1 only (at 0.01 Adam is ahead)
+    assert solved_verdict == NOT_MEASURED and verdict.verdict.startswith(HOLDS)
+    write_claims([verdict], tmp_path, None)
+    table = (tmp_path / "claims.md").read_text()
+    assert "| BLEU 34.76 vs 34.66 |" in table and "| tiny model |" in table and "+20 [" in table
+    path.write_text(path.read_text().replace("    scale:", "    scope: x\n    scale:"))
+    with pytest.raises(ValueError, match=r"unknown keys \['scope'\]; a claim also takes where, paper, scale"):
+        load_claims(path)
 
 
 def test_missing_runs_and_single_seeds():
@@ -353,6 +427,12 @@ def test_report_writes_claims_and_signal_tables_for_a_tiny_sweep(cli, tmp_path):
     first = {name: (out / name).read_bytes() for name in ("claims.csv", "claims.md", "early_signals.csv")}
     report_main([str(sweep), "--out", str(out), "--solved", f"valid/loss<{threshold!r}", "--no-figures"])
     assert first == {name: (out / name).read_bytes() for name in first}  # regenerates bit-identically
+    # ... and from the committable archive of the sweep (radam_repro/report/archive.py) too
+    archive_main([str(sweep), str(tmp_path / "archive")])
+    from_archive = tmp_path / "from_archive"
+    report_main([str(tmp_path / "archive"), "--out", str(from_archive), "--solved", f"valid/loss<{threshold!r}"])
+    assert first == {name: (from_archive / name).read_bytes() for name in first}
+    assert (out / "summary.csv").read_bytes() == (from_archive / "summary.csv").read_bytes()
 
     mine = tmp_path / "mine.yaml"
     mine.write_text(

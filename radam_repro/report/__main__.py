@@ -69,7 +69,9 @@ def main(argv: list[str] | None = None) -> Path:
         print(f"[report] {run.status:<10} {run.path}" + (f"  ({'; '.join(run.problems)})" if run.problems else ""))
 
     figures = [] if args.no_figures else write_figures(agg, out / "figures", solved=args.solved)
-    figures += _claims_and_signals(runs, agg, claims, args.solved or claims_solved, out, figures=not args.no_figures)
+    figures += _claims_and_signals(
+        runs, agg, claims, args.solved or claims_solved, args.solved, out, figures=not args.no_figures
+    )
     command = "python -m radam_repro.report " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
@@ -79,19 +81,29 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 def _claims_and_signals(
-    runs: list[Run], agg: Aggregate, claims: list[Claim], solved: Solved | None, out: Path, figures: bool
+    runs: list[Run],
+    agg: Aggregate,
+    claims: list[Claim],
+    solved: Solved | None,
+    runs_solved: Solved | None,
+    out: Path,
+    figures: bool,
 ) -> list[Path]:
-    """Write the claims' verdicts and the early-signal ranking (both need a solved criterion); return the figure."""
-    if solved is None:
-        print("[report] no solved criterion (--solved, the experiment's or the claims file's): claims skipped")
-        return []
+    """Write the claims' verdicts (``solved``: the criterion given, the experiment's or the claims file's) and, with
+    a criterion given or the experiment's (``runs_solved``; the claims file's is for its own claims' task), the
+    early-signal ranking; return its figure."""
     verdicts = evaluate_claims(claims, agg, solved)
-    ranked = rank_signals(runs, solved)
-    written = write_claims(verdicts, out, solved) + write_signals(ranked, out, solved)
-    figure = signals_figure(ranked, out / "figures" / "early_signals.png") if figures else None
-    print(f"[report] claims (solved: {solved}):")
+    written = write_claims(verdicts, out, solved)
+    print(f"[report] claims (solved: {solved or 'no criterion: the predictions that need one are not measured'}):")
     for v in verdicts:
         print(f"[report]   {v.verdict:<16} {v.claim.id} ({v.claim.cite()})")
+    figure = None
+    if runs_solved is None:
+        print("[report] no solved criterion (--solved or the experiment's): no early-signal ranking")
+    else:
+        ranked = rank_signals(runs, runs_solved)
+        written += write_signals(ranked, out, runs_solved)
+        figure = signals_figure(ranked, out / "figures" / "early_signals.png") if figures else None
     print(f"[report] wrote {', '.join(str(p) for p in written)}")
     return [figure] if figure else []
 

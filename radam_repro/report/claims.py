@@ -6,11 +6,16 @@ that a selector picks (variants, config values, and optionally only the solved o
 * ``solved_fraction``: the fraction of runs the report's Solved criterion passes (diverged, failed and unfinished
   runs count as not solved, as in the report's solved column);
 * ``final:<metric>``: the mean final metric (``final:valid/loss``) of completed runs with a finite value;
+* ``best:<metric>``: the same of the best value during training (``best:test/acc``, cifar.py's headline);
 * ``early:<metric>``: the mean over runs of a training metric averaged over the run's first 10 % of updates
   (:func:`radam_repro.report.signals.early_values`);
 * ``lr_sensitivity:<metric>``: Wortsman et al. 2023's LR sensitivity over the lr axis,
-  E_lr[min(l(lr), l_0) − l*] with l(lr) the mean final loss at that lr (a diverged run counts as l_0, the loss at
-  initialisation, given as ``loss_at_init``) and l* = min over the lrs of l(lr).
+  E_lr[min(l(lr), l_0) − l*] with l(lr) the mean final loss at that lr, l_0 the metric at initialisation
+  (``at_init``) and l* = min over the lrs of l(lr); for a score (accuracy, BLEU) the same of −score.
+
+``at_init``, the metric's value at initialisation (ln V for a loss, chance for an accuracy, 0 for BLEU): a diverged
+run counts as it in ``final``/``best``/``lr_sensitivity`` (a blown-up model is no better than the start), where
+without it a diverged run has no value. Required by ``lr_sensitivity``.
 
 ``by`` keys make cells that both sides share (e.g. at every lr of a map); ``each`` keys split side A only (each
 warmup horizon against the one baseline); without either the comparison is pooled. ``across: every`` (the default)
@@ -28,14 +33,18 @@ bootstrap's standard error SE at n_0 seeds (the smallest group) and d the distan
 the interval straddles, n = ceil(n_0 · ((z_0.975 + z_0.80) · SE / d)²) gives 80 % power at the 5 % level
 (the two-sample z-test's n = (z_0.975 + z_0.80)² (s_A² + s_B²) / d² for a difference of means).
 A side with no matching runs gives "no runs", runs without the metric "not measured", a group with one seed
-"inconclusive" (no spread to bootstrap).
+"inconclusive" (no spread to bootstrap). Without a solved criterion, predictions that need one (``solved_fraction``,
+an ``outcome`` selector) are "not measured"; the others are evaluated.
+
+A claim may carry ``where`` (config values every side of its predictions must have, e.g. the task), ``paper`` (the
+paper's number, as text) and ``scale`` (how our runs differ from the paper's): the verdict table prints them.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any
@@ -47,7 +56,7 @@ from radam_repro.report.aggregate import Aggregate, Group, format_value, short_k
 from radam_repro.report.runs import Run
 from radam_repro.report.signals import early_values
 from radam_repro.report.tables import Solved, _same
-from radam_repro.run_folder import DONE, Status, flatten
+from radam_repro.run_folder import DONE, Status, flatten, higher_is_better
 
 CLAIMS_YAML = Path(__file__).resolve().parent / "claims.yaml"
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "configs" / "experiment"
@@ -56,7 +65,7 @@ BOOTSTRAP_SEED = 0
 POWER = 0.8
 Z = NormalDist().inv_cdf(0.975) + NormalDist().inv_cdf(POWER)
 RELATIONS = (">", "<", "=")
-STATISTICS = ("solved_fraction", "final", "early", "lr_sensitivity")
+STATISTICS = ("solved_fraction", "final", "best", "early", "lr_sensitivity")
 HOLDS, FAILS, INCONCLUSIVE, NO_RUNS, NOT_MEASURED = "holds", "does not hold", "inconclusive", "no runs", "not measured"
 LR = "optimizer.lr"
 
@@ -80,6 +89,10 @@ class Selector:
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in (raw.get("where") or {}).items()}
         return cls((variant,) if isinstance(variant, str) else tuple(variant), values, raw.get("outcome"))
 
+    def within(self, where: dict[str, Any]) -> Selector:
+        """This selector restricted to ``where`` too (a claim's own ``where``)."""
+        return Selector(self.variant, {**where, **self.where}, self.outcome)
+
     def groups(self, agg: Aggregate) -> list[Group]:
         return [g for g in agg.groups if (not self.variant or g.variant in self.variant) and self._matches(g)]
 
@@ -99,7 +112,7 @@ class Selector:
 
 @dataclass(frozen=True)
 class Prediction:
-    stat: str  # solved_fraction | final:<metric> | early:<metric> | lr_sensitivity:<metric>
+    stat: str  # solved_fraction | final:<metric> | best:<metric> | early:<metric> | lr_sensitivity:<metric>
     a: Selector
     b: Selector
     relation: str
@@ -107,7 +120,11 @@ class Prediction:
     by: tuple[str, ...] = ()
     each: tuple[str, ...] = ()
     across: str = "every"
-    loss_at_init: float | None = None
+    at_init: float | None = None
+
+    @property
+    def needs_solved(self) -> bool:
+        return self.kind == "solved_fraction" or self.a.outcome is not None or self.b.outcome is not None
 
     @property
     def kind(self) -> str:
@@ -132,6 +149,8 @@ class Claim:
     claim: str
     experiments: tuple[str, ...]  # experiment config names; one may not exist yet
     predictions: list[Prediction]
+    paper: str = ""  # the paper's number(s), as text
+    scale: str = ""  # how our runs differ from the paper's (model, data, updates, seeds)
 
     def experiment(self) -> str:
         """The experiments, each not (yet) in radam_repro/configs/experiment/ marked."""
@@ -179,15 +198,20 @@ def load_claims(path: Path = CLAIMS_YAML) -> tuple[list[Claim], Solved | None]:
             raise ValueError(
                 f"{where} needs the fields {sorted(fields)} (predictions a list); see the top of {CLAIMS_YAML.name}"
             )
+        if unknown := set(raw) - fields - {"where", "paper", "scale"}:
+            raise ValueError(f"{where}: unknown keys {sorted(unknown)}; a claim also takes where, paper, scale")
+        common = Selector.parse({"where": raw.get("where") or {}}, f"{where}, where").where
         predictions = [_prediction(p, f"{where}, prediction {j}") for j, p in enumerate(raw["predictions"])]
+        predictions = [replace(p, a=p.a.within(common), b=p.b.within(common)) for p in predictions]
         experiments = raw["experiment"]
         experiments = (experiments,) if isinstance(experiments, str) else tuple(experiments)
-        claims.append(Claim(raw["id"], raw["source"], raw["claim"], experiments, predictions))
+        extra = {k: str(raw[k]).strip() for k in ("paper", "scale") if raw.get(k)}
+        claims.append(Claim(raw["id"], raw["source"], raw["claim"], experiments, predictions, **extra))
     return claims, Solved.parse(data["solved"]) if data.get("solved") else None
 
 
 def _prediction(raw: dict[str, Any], where: str) -> Prediction:
-    fields = {"stat", "a", "b", "relation", "margin", "by", "each", "across", "loss_at_init"}
+    fields = {"stat", "a", "b", "relation", "margin", "by", "each", "across", "at_init"}
     if not isinstance(raw, dict):
         raise ValueError(f"{where}: a prediction is a mapping of {sorted(fields)}")
     if unknown := set(raw) - fields:
@@ -196,17 +220,16 @@ def _prediction(raw: dict[str, Any], where: str) -> Prediction:
     kind, _, name = stat.partition(":")
     if kind not in STATISTICS or bool(name) == (kind == "solved_fraction"):
         raise ValueError(
-            f"{where}: stat={stat!r}; use solved_fraction, final:<metric>, early:<metric> or lr_sensitivity:<metric>"
+            f"{where}: stat={stat!r}; use solved_fraction, final:<metric>, best:<metric>, early:<metric> or "
+            "lr_sensitivity:<metric>"
         )
     if raw.get("relation") not in RELATIONS:
         raise ValueError(f"{where}: relation={raw.get('relation')!r}; use one of {', '.join(RELATIONS)}")
     if raw.get("across", "every") not in ("every", "any"):
         raise ValueError(f"{where}: across={raw['across']!r}; use every or any")
     by, each = tuple(raw.get("by") or ()), tuple(raw.get("each") or ())
-    if kind == "lr_sensitivity" and (LR in by + each or raw.get("loss_at_init") is None):
-        raise ValueError(
-            f"{where}: lr_sensitivity runs over the lr axis: give loss_at_init and leave {LR} out of by/each"
-        )
+    if kind == "lr_sensitivity" and (LR in by + each or raw.get("at_init") is None):
+        raise ValueError(f"{where}: lr_sensitivity runs over the lr axis: give at_init and leave {LR} out of by/each")
     return Prediction(
         stat=stat,
         a=Selector.parse(raw.get("a") or {}, f"{where}, a"),
@@ -216,13 +239,15 @@ def _prediction(raw: dict[str, Any], where: str) -> Prediction:
         by=by,
         each=each,
         across=raw.get("across", "every"),
-        loss_at_init=raw.get("loss_at_init"),
+        at_init=None if raw.get("at_init") is None else float(raw["at_init"]),
     )
 
 
 # -- evaluation ------------------------------------------------------------------------------------
-def evaluate(prediction: Prediction, agg: Aggregate, solved: Solved) -> tuple[str, list[Cell]]:
+def evaluate(prediction: Prediction, agg: Aggregate, solved: Solved | None) -> tuple[str, list[Cell]]:
     """The prediction's verdict and its cells (one when pooled)."""
+    if solved is None and prediction.needs_solved:
+        return NOT_MEASURED, [Cell("—", NOT_MEASURED, note="needs a solved criterion (--solved)")]
     side_a, side_b = prediction.a.groups(agg), prediction.b.groups(agg)
     if not side_a or not side_b:
         return NO_RUNS, [Cell("—", NO_RUNS, note=f"no runs of {prediction.a if not side_a else prediction.b}")]
@@ -261,7 +286,7 @@ def combine(verdicts: list[str], across: str = "every") -> str:
     return lose if lose in decided else INCONCLUSIVE
 
 
-def compare(prediction: Prediction, groups_a: list[Group], groups_b: list[Group], solved: Solved) -> Cell:
+def compare(prediction: Prediction, groups_a: list[Group], groups_b: list[Group], solved: Solved | None) -> Cell:
     """Bootstrap the effect stat(A) − stat(B) over seeds within each group and judge it against the relation."""
     strata_a = _strata(prediction, prediction.a, groups_a, solved)
     strata_b = _strata(prediction, prediction.b, groups_b, solved)
@@ -306,7 +331,7 @@ def seeds_needed(effect: float, se: float, seeds: int, prediction: Prediction) -
 
 
 def _strata(
-    prediction: Prediction, side: Selector, groups: list[Group], solved: Solved
+    prediction: Prediction, side: Selector, groups: list[Group], solved: Solved | None
 ) -> list[tuple[Any, np.ndarray]]:
     """Per group, (its lr, the per-run values of the statistic); groups without values are left out."""
     strata = []
@@ -317,19 +342,20 @@ def _strata(
     return strata
 
 
-def run_value(prediction: Prediction, run: Run, solved: Solved) -> float | None:
+def run_value(prediction: Prediction, run: Run, solved: Solved | None) -> float | None:
     """One run's contribution to the statistic, or None when it has none."""
     if prediction.kind == "solved_fraction":
         return float(solved(run))
     if prediction.kind == "early":
         return early_values(run).get(prediction.metric)
-    value = run.final().get(prediction.metric) if run.status == Status.COMPLETED else None
-    finite = isinstance(value, (int, float)) and math.isfinite(value)
-    if prediction.kind == "final":
-        return float(value) if finite else None
-    if run.status == Status.DIVERGED or finite:  # lr_sensitivity: a diverged run is no better than the start
-        return min(float(value), prediction.loss_at_init) if finite else prediction.loss_at_init
-    return None
+    values = run.best() if prediction.kind == "best" else run.final()
+    value = values.get(prediction.metric) if run.status == Status.COMPLETED else None
+    if not (isinstance(value, (int, float)) and math.isfinite(value)):  # a diverged run is no better than the start
+        value = prediction.at_init if run.status == Status.DIVERGED else None
+    if value is None or prediction.kind != "lr_sensitivity":
+        return None if value is None else float(value)
+    sign = -1.0 if higher_is_better(prediction.metric) else 1.0  # a score's sensitivity is that of -score
+    return min(sign * float(value), sign * prediction.at_init)
 
 
 def _resample(strata: list[tuple[Any, np.ndarray]], rng: np.random.Generator) -> list[tuple[Any, np.ndarray]]:
@@ -358,7 +384,7 @@ class Verdict:
     predictions: list[tuple[Prediction, str, list[Cell]]]
 
 
-def evaluate_claims(claims: list[Claim], agg: Aggregate, solved: Solved) -> list[Verdict]:
+def evaluate_claims(claims: list[Claim], agg: Aggregate, solved: Solved | None) -> list[Verdict]:
     """Every claim's predictions on the report's groups; a claim holds when all of its predictions hold."""
     verdicts = []
     for claim in claims:
@@ -371,7 +397,7 @@ def evaluate_claims(claims: list[Claim], agg: Aggregate, solved: Solved) -> list
     return verdicts
 
 
-def write_claims(verdicts: list[Verdict], out: Path, solved: Solved) -> list[Path]:
+def write_claims(verdicts: list[Verdict], out: Path, solved: Solved | None) -> list[Path]:
     """``claims.md`` (a verdict per claim, then every comparison) and ``claims.csv`` (one row per comparison)."""
     out.mkdir(parents=True, exist_ok=True)
     rows = [
@@ -395,16 +421,13 @@ def write_claims(verdicts: list[Verdict], out: Path, solved: Solved) -> list[Pat
     lines = [
         "# Claims",
         "",
-        f"Each claim of `claims.yaml` as predictions over run groups (solved: final `{solved}`). Effect = A − B with "
+        "Each claim of `claims.yaml` as predictions over run groups (solved: "
+        + (f"final `{solved}`" if solved else "no criterion given")
+        + "). Effect = A − B with "
         f"a 95 % percentile-bootstrap interval over seeds within each run group ({RESAMPLES} resamples, seed "
         f"{BOOTSTRAP_SEED}); seeds needed: per group, for 80 % power at the 5 % level (radam_repro/report/claims.py).",
         "",
-        "| claim | source | experiment | verdict | the claim |",
-        "|---|---|---|---|---|",
-        *(
-            f"| {v.claim.id} | {v.claim.cite()} | {v.claim.experiment()} | **{v.verdict}** | {v.claim.claim} |"
-            for v in verdicts
-        ),
+        *_verdict_table(verdicts),
         "",
         "## Every comparison",
         "",
@@ -419,6 +442,41 @@ def write_claims(verdicts: list[Verdict], out: Path, solved: Solved) -> list[Pat
         lines.append("| " + " | ".join(cells) + " |")
     (out / "claims.md").write_text("\n".join(lines) + "\n")
     return [out / "claims.md", out / "claims.csv"]
+
+
+def _verdict_table(verdicts: list[Verdict]) -> list[str]:
+    """One row per claim; with the paper's number, ours and the scale gap when a claim gives them."""
+    if not any(v.claim.paper or v.claim.scale for v in verdicts):
+        rows = [(v.claim.id, v.claim.cite(), v.claim.experiment(), f"**{v.verdict}**", v.claim.claim) for v in verdicts]
+        return ["| claim | source | experiment | verdict | the claim |", "|---|---|---|---|---|"] + [
+            "| " + " | ".join(r) + " |" for r in rows
+        ]
+    header = "| claim | source | the claim | the paper | ours (A vs B, effect [95 % CI]) | scale gap | verdict |"
+    rows = [
+        (v.claim.id, v.claim.cite(), v.claim.claim, v.claim.paper or "—", ours(v), v.claim.scale or "—")
+        for v in verdicts
+    ]
+    return [header, "|---|---|---|---|---|---|---|"] + [
+        "| " + " | ".join(r) + f" | **{v.verdict}** |" for r, v in zip(rows, verdicts)
+    ]
+
+
+def ours(verdict: Verdict) -> str:
+    """What our runs measured, per prediction: A vs B and the effect for one cell, else how many cells held."""
+    parts = []
+    for prediction, _, cells in verdict.predictions:
+        measured = [c for c in cells if c.effect is not None]
+        if len(cells) == 1 and measured:
+            c = measured[0]
+            parts.append(
+                f"{prediction.a} {c.a:.3g} vs {prediction.b} {c.b:.3g}: {c.effect:+.3g} [{c.low:+.3g}, {c.high:+.3g}]"
+            )
+        elif measured:
+            held = sum(c.verdict == HOLDS for c in cells)
+            parts.append(f"{prediction.a} vs {prediction.b}: holds in {held} of {len(cells)} cells")
+        else:
+            parts.append(f"{prediction.a} vs {prediction.b}: {cells[0].verdict if cells else NO_RUNS}")
+    return "; ".join(parts)
 
 
 def _number(value: float | None) -> str:

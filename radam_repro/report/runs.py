@@ -10,6 +10,7 @@ Non-finite numbers, written as the strings "NaN", "Infinity", "-Infinity" (stric
 
 from __future__ import annotations
 
+import gzip
 import math
 import os
 from collections.abc import Iterator
@@ -139,10 +140,20 @@ def _is_dir(entry: os.DirEntry) -> bool:
 
 
 def read_metrics(path: Path, problems: list[str]) -> list[dict[str, Any]]:
-    """metrics.jsonl rows; a torn last line (a run killed mid-write) or a bad line is noted and skipped."""
-    if not path.is_file():
+    """metrics.jsonl rows (or those of ``metrics.jsonl.gz``, an archived run's: :mod:`.archive`); a torn last line
+    (a run killed mid-write) or a bad line is noted and skipped."""
+    packed = path.with_name(path.name + ".gz")
+    if path.is_file():
+        text = path.read_bytes()
+    elif packed.is_file():
+        try:
+            text = gzip.decompress(packed.read_bytes())
+        except (OSError, EOFError) as e:
+            problems.append(f"{packed.name} unreadable ({type(e).__name__}: {e}), skipped")
+            return []
+    else:
         return []
-    lines = path.read_bytes().splitlines()
+    lines = text.splitlines()
     filled = [line for line in lines if line.strip()]
     try:  # fast path: one parse of the whole file as a JSON array, kept only if each line gave one object
         rows = parse_strict_json(b"[" + b"\n,".join(filled) + b"]")  # \n: no JSON string spans two lines
