@@ -214,3 +214,27 @@ def test_depth_sweep_draws_layers_by_horizon_heat_maps(tmp_path, monkeypatch):
     assert [t.get_text() for t in solved_panel.get_xticklabels()] == ["2", "8"]
     texts = {(round(t.get_position()[0]), round(t.get_position()[1])): t.get_text() for t in solved_panel.texts}
     assert texts == {(0, 0): "2/2", (0, 1): "2/2", (1, 0): "0/2", (1, 1): "2/2"}
+
+
+@pytest.mark.parametrize("experiment", ["multi30k_ablation", "cifar_lr_robustness_cpu"])
+def test_the_real_data_claims_select_cells_of_their_experiment(experiment):
+    """Every side of every prediction of a claim naming the experiment matches >= 2 seeds of one of its cells."""
+    from omegaconf import OmegaConf
+
+    from radam_repro.report.claims import load_claims
+    from radam_repro.report.tables import _same
+    from radam_repro.run_folder import flatten
+
+    cells = [flatten(OmegaConf.to_container(cfg, resolve=True)) for cfg in paper_cost.cell_configs(experiment)]
+    claims = [c for c in load_claims()[0] if experiment in c.experiments]
+    assert sum(bool(c.paper and c.scale) for c in claims) >= 3  # the real-data claims: the paper's number, the gap
+    for claim in claims:
+        for prediction in claim.predictions:
+            for side in (prediction.a, prediction.b):
+                seeds = {
+                    cell["seed"]
+                    for cell in cells
+                    if cell["optimizer.name"] in side.variant
+                    and all(_same(cell.get(k), v) for k, v in side.where.items())
+                }
+                assert len(seeds) >= 2, (claim.id, str(side))
