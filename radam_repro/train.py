@@ -108,7 +108,7 @@ def run_metadata(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
         "git_dirty": bool(status) if status is not None else None,
         "host": socket.gethostname(),
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "torch_threads": torch.get_num_threads(),
         "seed": cfg.seed,
         "argv": sys.argv,
@@ -116,6 +116,18 @@ def run_metadata(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
         **recipe_choice(),
         "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux, else the platform's), to tell why metrics of the same seed differ
+    in the last bits on another machine; "cpu" when neither says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
 
 
 def recipe_choice() -> dict[str, str | None]:

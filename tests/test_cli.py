@@ -63,6 +63,9 @@ def test_six_paper_variants_multirun_write_complete_run_folders(cli, cifar_dir, 
         seen.add(config["optimizer"]["name"])
         meta = json.loads((run / "meta.json").read_text())
         assert meta["seed"] == 1 and meta["versions"]["torch"] == torch.__version__ and meta["git_commit"]
+        cpuinfo = Path("/proc/cpuinfo")
+        if cpuinfo.is_file() and "model name" in cpuinfo.read_text():  # the CPU's model, not platform's "" on Linux
+            assert meta["device_name"] in cpuinfo.read_text() and meta["device_name"] != "cpu"
         summary = json.loads((run / "summary.json").read_text())
         assert summary["status"] == "completed" and summary["step"] == 30
         assert 0 <= summary["final"]["test/acc"] <= 100 and summary["final"]["test/loss"] > 0
