@@ -176,6 +176,11 @@ def test_outcome_selector_compares_failed_with_solved_runs():
     p = predict(stat=f"early:{key}", a={"outcome": "failed"}, b={"outcome": "solved"}, relation=">")
     verdict, (cell,) = verdict_of(p, runs)
     assert verdict == HOLDS and (cell.n_a, cell.n_b) == (4, 4)
+    # one failed and one solved run in each of 6 groups: the single values are resampled together, not "one seed"
+    split = [make_run(f"v{i}", 1, FAILS_, **{key: 0.5 + i / 100}) for i in range(6)]
+    split += [make_run(f"v{i}", 2, SOLVES, **{key: 0.1 + i / 100}) for i in range(6)]
+    verdict, (cell,) = verdict_of(p, split)
+    assert verdict == HOLDS and (cell.n_a, cell.n_b) == (6, 6) and not cell.note and cell.low < cell.high
 
 
 def test_lr_sensitivity_is_wortsmans_number():
@@ -276,6 +281,7 @@ def test_claim_where_paper_and_scale_and_claims_without_a_solved_criterion(tmp_p
     write_claims([verdict], tmp_path, None)
     table = (tmp_path / "claims.md").read_text()
     assert "| BLEU 34.76 vs 34.66 |" in table and "| tiny model |" in table and "+20 [" in table
+    assert "| c (task.name=cifar10, lr=0.1) |" in table and "| radam 72 vs adam 52: +20 [" in table
     path.write_text(path.read_text().replace("    scale:", "    scope: x\n    scale:"))
     with pytest.raises(ValueError, match=r"unknown keys \['scope'\]; a claim also takes where, paper, scale"):
         load_claims(path)

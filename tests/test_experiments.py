@@ -214,6 +214,11 @@ def test_depth_sweep_draws_layers_by_horizon_heat_maps(tmp_path, monkeypatch):
     assert [t.get_text() for t in solved_panel.get_xticklabels()] == ["2", "8"]
     texts = {(round(t.get_position()[0]), round(t.get_position()[1])): t.get_text() for t in solved_panel.texts}
     assert texts == {(0, 0): "2/2", (0, 1): "2/2", (1, 0): "0/2", (1, 1): "2/2"}
+    # Fig. 7 (metric vs warmup length): one line per depth, not one line through both depths' points
+    saved.clear()
+    assert figures.warmup_length(aggregate(runs), "toy", tmp_path).name == "warmup_length_toy.png"
+    lines = {text.get_text() for text in saved[0].legends[0].get_texts()}
+    assert lines == {f"Adam + linear warmup, lr=0.003, task.model.layers={n}" for n in (2, 8)}
 
 
 @pytest.mark.parametrize("experiment", ["multi30k_ablation", "cifar_lr_robustness_cpu"])

@@ -40,3 +40,73 @@ def test_committed_tables_regenerate_from_the_committed_runs(archive, tmp_path, 
 
 def test_there_is_a_committed_archive():
     assert ARCHIVES, "no results/<study>/runs archive (python -m radam_repro.report.archive)"
+
+
+# -- a committed real-data cell, trained again ----------------------------------------------------
+# study: (experiment, optimizer.name, optimizer.lr, seed) of the cell rerun; its folder name holds its overrides
+RERUN = {
+    "multi30k_ablation": ("multi30k_ablation", "radam", 6e-4, 1),
+    "cifar_lr_robustness": ("cifar_lr_robustness_cpu", "radam", 0.1, 1),
+}
+
+
+def committed_cell(study: str) -> tuple[str, Path, list[Path]] | None:
+    """(experiment, the archived run folder of the cell, the archived runs of its other seeds), or None."""
+    from radam_repro.report.runs import load_runs
+
+    experiment, name, lr, seed = RERUN[study]
+    archive = ROOT / "results" / study / "runs"
+    if not archive.is_dir():
+        return None
+    same = [
+        r
+        for r in load_runs([archive])
+        if r.variant == name and r.config["optimizer"]["lr"] == pytest.approx(lr) and r.status == "completed"
+    ]
+    cell = next((r.path for r in same if r.seed == seed), None)
+    return None if cell is None else (experiment, cell, [r.path for r in same])
+
+
+@pytest.mark.slow  # two real runs of ~20 min side by side: CI runs it (.ci/run selects every marker)
+def test_a_committed_multi30k_cell_and_cifar_cell_regenerate(tmp_path):
+    """Each cell is trained again from its recorded overrides (its folder's name) under the experiment: the config
+    must be the committed one, and the final metrics the committed ones, bit-identical on the CPU model that made
+    them (one thread); on another CPU model (meta.json's device_name) within the spread of the committed seeds
+    of that cell, since other vector kernels round differently and 2,000 updates carry the last bits into BLEU."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from conftest import run_cli
+
+    from radam_repro.run_folder import flatten, is_run_specific, parse_config, parse_strict_json
+    from radam_repro.train import cpu_name
+
+    cells = {study: committed_cell(study) for study in RERUN}
+    missing = [study for study, cell in cells.items() if cell is None]
+    if missing:
+        pytest.skip(f"no committed run of the cell to regenerate in results/{{{','.join(missing)}}}/runs yet")
+
+    def rerun(study: str) -> Path:
+        experiment, cell, _ = cells[study]
+        run_cli(f"experiment={experiment}", *cell.name.split(","), runs=tmp_path / study, timeout=3600)
+        (rerun_dir,) = [p.parent for p in (tmp_path / study).rglob("summary.json")]
+        return rerun_dir
+
+    with ThreadPoolExecutor(len(RERUN)) as pool:
+        reruns = dict(zip(RERUN, pool.map(rerun, RERUN)))
+    for study, rerun_dir in reruns.items():
+        _, cell, seeds = cells[study]
+
+        def config(folder: Path) -> dict:
+            flat = flatten(parse_config((folder / "config.yaml").read_text()))
+            return {k: v for k, v in flat.items() if not is_run_specific(k)}
+
+        assert config(rerun_dir) == config(cell), study
+        final = parse_strict_json((rerun_dir / "summary.json").read_text())["final"]
+        committed = parse_strict_json((cell / "summary.json").read_text())["final"]
+        assert set(final) == set(committed)
+        if parse_strict_json((cell / "meta.json").read_text())["device_name"] == cpu_name():
+            assert final == committed, study
+        else:
+            for key, value in committed.items():
+                values = [parse_strict_json((s / "summary.json").read_text())["final"][key] for s in seeds]
+                assert abs(final[key] - value) <= max(values) - min(values), (study, key)

@@ -33,7 +33,7 @@ bootstrap's standard error SE at n_0 seeds (the smallest group) and d the distan
 the interval straddles, n = ceil(n_0 · ((z_0.975 + z_0.80) · SE / d)²) gives 80 % power at the 5 % level
 (the two-sample z-test's n = (z_0.975 + z_0.80)² (s_A² + s_B²) / d² for a difference of means).
 A side with no matching runs gives "no runs", runs without the metric "not measured", a group with one seed
-"inconclusive" (no spread to bootstrap). Without a solved criterion, predictions that need one (``solved_fraction``,
+"inconclusive" (no spread to bootstrap); groups with one value each at the same lr are resampled as one stratum. Without a solved criterion, predictions that need one (``solved_fraction``,
 an ``outcome`` selector) are "not measured"; the others are evaluated.
 
 A claim may carry ``where`` (config values every side of its predictions must have, e.g. the task), ``paper`` (the
@@ -151,6 +151,7 @@ class Claim:
     predictions: list[Prediction]
     paper: str = ""  # the paper's number(s), as text
     scale: str = ""  # how our runs differ from the paper's (model, data, updates, seeds)
+    where: dict[str, Any] = field(default_factory=dict)  # config values all its predictions' sides share
 
     def experiment(self) -> str:
         """The experiments, each not (yet) in radam_repro/configs/experiment/ marked."""
@@ -206,7 +207,7 @@ def load_claims(path: Path = CLAIMS_YAML) -> tuple[list[Claim], Solved | None]:
         experiments = raw["experiment"]
         experiments = (experiments,) if isinstance(experiments, str) else tuple(experiments)
         extra = {k: str(raw[k]).strip() for k in ("paper", "scale") if raw.get(k)}
-        claims.append(Claim(raw["id"], raw["source"], raw["claim"], experiments, predictions, **extra))
+        claims.append(Claim(raw["id"], raw["source"], raw["claim"], experiments, predictions, where=common, **extra))
     return claims, Solved.parse(data["solved"]) if data.get("solved") else None
 
 
@@ -333,13 +334,23 @@ def seeds_needed(effect: float, se: float, seeds: int, prediction: Prediction) -
 def _strata(
     prediction: Prediction, side: Selector, groups: list[Group], solved: Solved | None
 ) -> list[tuple[Any, np.ndarray]]:
-    """Per group, (its lr, the per-run values of the statistic); groups without values are left out."""
-    strata = []
+    """Per group, (its lr, the per-run values of the statistic); groups without values are left out.
+
+    Groups left with one value (common when an ``outcome`` selector splits a group into its solved and failed runs)
+    are resampled together, one stratum per lr: alone, each would add no spread to the bootstrap."""
+    strata, single = [], {}
     for g in groups:
         values = [v for r in side.runs(g, solved) if (v := run_value(prediction, r, solved)) is not None]
-        if values:
-            strata.append((flatten(g.runs[0].config).get(LR), np.array(values, dtype=float)))
-    return strata
+        lr = flatten(g.runs[0].config).get(LR)
+        if len(values) == 1:
+            single.setdefault(_hashable(lr), (lr, []))[1].append(values[0])
+        elif values:
+            strata.append((lr, np.array(values, dtype=float)))
+    return strata + [(lr, np.array(values, dtype=float)) for lr, values in single.values()]
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
 
 
 def run_value(prediction: Prediction, run: Run, solved: Solved | None) -> float | None:
@@ -453,7 +464,14 @@ def _verdict_table(verdicts: list[Verdict]) -> list[str]:
         ]
     header = "| claim | source | the claim | the paper | ours (A vs B, effect [95 % CI]) | scale gap | verdict |"
     rows = [
-        (v.claim.id, v.claim.cite(), v.claim.claim, v.claim.paper or "—", ours(v), v.claim.scale or "—")
+        (
+            v.claim.id,
+            v.claim.cite(),
+            v.claim.claim + _where(v.claim),
+            v.claim.paper or "—",
+            ours(v),
+            v.claim.scale or "—",
+        )
         for v in verdicts
     ]
     return [header, "|---|---|---|---|---|---|---|"] + [
@@ -465,18 +483,30 @@ def ours(verdict: Verdict) -> str:
     """What our runs measured, per prediction: A vs B and the effect for one cell, else how many cells held."""
     parts = []
     for prediction, _, cells in verdict.predictions:
+        a, b = (_own(side, verdict.claim.where) for side in (prediction.a, prediction.b))
         measured = [c for c in cells if c.effect is not None]
         if len(cells) == 1 and measured:
             c = measured[0]
-            parts.append(
-                f"{prediction.a} {c.a:.3g} vs {prediction.b} {c.b:.3g}: {c.effect:+.3g} [{c.low:+.3g}, {c.high:+.3g}]"
-            )
+            parts.append(f"{a} {c.a:.3g} vs {b} {c.b:.3g}: {c.effect:+.3g} [{c.low:+.3g}, {c.high:+.3g}]")
         elif measured:
             held = sum(c.verdict == HOLDS for c in cells)
-            parts.append(f"{prediction.a} vs {prediction.b}: holds in {held} of {len(cells)} cells")
+            parts.append(f"{a} vs {b}: holds in {held} of {len(cells)} cells")
         else:
-            parts.append(f"{prediction.a} vs {prediction.b}: {cells[0].verdict if cells else NO_RUNS}")
+            parts.append(f"{a} vs {b}: {cells[0].verdict if cells else NO_RUNS}")
     return "; ".join(parts)
+
+
+def _where(claim: Claim) -> str:
+    return (
+        " (" + ", ".join(f"{short_key(k)}={format_value(v)}" for k, v in claim.where.items()) + ")"
+        if claim.where
+        else ""
+    )
+
+
+def _own(side: Selector, common: dict[str, Any]) -> Selector:
+    """The selector without the values its claim gives every side (the table says them once, in the claim)."""
+    return Selector(side.variant, {k: v for k, v in side.where.items() if k not in common}, side.outcome)
 
 
 def _number(value: float | None) -> str:

@@ -29,7 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
-from radam_repro.report.aggregate import Aggregate, Group, format_value, sort_key  # noqa: E402
+from radam_repro.report.aggregate import Aggregate, Group, format_value, short_key, sort_key  # noqa: E402
 from radam_repro.report.runs import Run  # noqa: E402
 from radam_repro.report.tables import Solved  # noqa: E402
 from radam_repro.run_folder import Status, higher_is_better  # noqa: E402
@@ -171,23 +171,35 @@ def warmup_length(agg: Aggregate, task: str, out: Path) -> Path | None:
     lengths = {_config(g, "optimizer", "warmup", "steps") for g in warm}
     if metric is None or len(lengths) < 2:
         return None
-    by_lr: dict[Any, list[Group]] = defaultdict(list)
+    # one line per lr and task setting (e.g. the depth axis's task.model.layers), RAdam's groups beside theirs
+    task_keys = sorted({k for g in warm for k in g.key if k.startswith("task.")})
+    task_keys = [k for k in task_keys if len({_hashable(g.key.get(k)) for g in warm}) > 1]
+
+    def line(g: Group) -> tuple:
+        return (sort_key(_config(g, "optimizer", "lr")), *(sort_key(g.key.get(k)) for k in task_keys))
+
+    by_line: dict[tuple, list[Group]] = defaultdict(list)
     for g in warm:
-        by_lr[_config(g, "optimizer", "lr")].append(g)
-    radam: dict[Any, list[Group]] = defaultdict(list)  # several per lr when RAdam's beta2 is swept too
+        by_line[line(g)].append(g)
+    radam: dict[tuple, list[Group]] = defaultdict(list)  # several per line when RAdam's beta2 is swept too
     for g in agg.of_task(task):
         if g.variant == "radam":
-            radam[_config(g, "optimizer", "lr")].append(g)
+            radam[line(g)].append(g)
     fig, axes = plt.subplots(1, 2, figsize=(14, 4.8), sharey=True, layout="constrained")
     for ax, kind in zip(axes, ("final", "best")):
-        for i, lr in enumerate(sorted(by_lr, key=float)):
+        for i, key in enumerate(sorted(by_line)):
             color = f"C{i % 10}"
-            points = [(_config(g, "optimizer", "warmup", "steps"), getattr(g, kind).get(metric)) for g in by_lr[lr]]
-            _errorbar(ax, points, f"Adam + linear warmup, lr={format_value(lr)}", color, "o-")
-            for n, g in enumerate(radam.get(lr, [])):
+            first = by_line[key][0]
+            where = ", ".join(
+                f"{short_key(k)}={format_value(v)}"
+                for k, v in [(LR, _config(first, "optimizer", "lr"))] + [(k, first.key.get(k)) for k in task_keys]
+            )
+            points = [(_config(g, "optimizer", "warmup", "steps"), getattr(g, kind).get(metric)) for g in by_line[key]]
+            _errorbar(ax, points, f"Adam + linear warmup, {where}", color, "o-")
+            for n, g in enumerate(radam.get(key, [])):
                 stat = getattr(g, kind).get(metric)
                 if stat is not None:
-                    label = f"{agg.label(g, omit=(LR,))}, lr={format_value(lr)}"
+                    label = f"{agg.label(g, omit=(LR, *task_keys))}, {where}"
                     ax.axhline(stat.mean, color=color, ls=DASHES[n % len(DASHES)], lw=1.2, label=label)
         ax.set(xscale="log", xlabel="linear warmup steps", title=f"{kind} {metric}")
         _value_ticks(ax, lengths)
@@ -418,7 +430,7 @@ def _colors(agg: Aggregate, groups: list[Group], panel_key: str | None = None) -
 
 
 def _errorbar(ax, points: list[tuple[Any, Any]], label: str, color: Any, style: str) -> None:
-    points = sorted((float(x), s) for x, s in points if s is not None)
+    points = sorted(((float(x), s) for x, s in points if s is not None), key=lambda p: p[0])
     if points:
         x = [p[0] for p in points]
         ax.errorbar(
