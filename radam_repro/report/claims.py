@@ -33,8 +33,9 @@ bootstrap's standard error SE at n_0 seeds (the smallest group) and d the distan
 the interval straddles, n = ceil(n_0 · ((z_0.975 + z_0.80) · SE / d)²) gives 80 % power at the 5 % level
 (the two-sample z-test's n = (z_0.975 + z_0.80)² (s_A² + s_B²) / d² for a difference of means).
 A side with no matching runs gives "no runs", runs without the metric "not measured", a group with one seed
-"inconclusive" (no spread to bootstrap); groups with one value each at the same lr are resampled as one stratum. Without a solved criterion, predictions that need one (``solved_fraction``,
-an ``outcome`` selector) are "not measured"; the others are evaluated.
+"inconclusive" (no spread to bootstrap); groups with one value each at the same lr are resampled as one stratum.
+Without a solved criterion, predictions that need one (``solved_fraction``, an ``outcome`` selector) are "not
+measured"; the others are evaluated.
 
 A claim may carry ``where`` (config values every side of its predictions must have, e.g. the task), ``paper`` (the
 paper's number, as text) and ``scale`` (how our runs differ from the paper's): the verdict table prints them.
