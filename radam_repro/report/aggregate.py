@@ -100,7 +100,7 @@ class Aggregate:
     def task_keys(self, task: str) -> list[str]:
         """Grouping keys that vary within one task (columns of its table)."""
         groups = self.of_task(task)
-        return [k for k in self.keys if k != "task.name" and len({_hashable(g.key.get(k)) for g in groups}) > 1]
+        return [k for k in self.keys if k != "task.name" and len({hashable(g.key.get(k)) for g in groups}) > 1]
 
     def label(self, group: Group, omit: tuple[str, ...] = ()) -> str:
         """The variant and the keys that tell its groups apart (``omit``: keys the caller shows otherwise)."""
@@ -116,9 +116,7 @@ class Aggregate:
 def grouping_keys(configs: list[dict[str, Any]], ignore: tuple[str, ...] = ()) -> list[str]:
     """Flattened keys whose value differs between configs (missing counts as a value), minus ignored ones."""
     keys = {k for c in configs for k in c}
-    varying = {
-        k for k in keys if not is_ignored(k, ignore) and len({_hashable(c.get(k, MISSING)) for c in configs}) > 1
-    }
+    varying = {k for k in keys if not is_ignored(k, ignore) and len({hashable(c.get(k, MISSING)) for c in configs}) > 1}
     varying.update(k for k in ("task.name", "optimizer.name") if k in keys)
     return sorted(varying, key=lambda k: (KEY_ORDER.index(k) if k in KEY_ORDER else len(KEY_ORDER), k))
 
@@ -130,7 +128,7 @@ def aggregate(runs: list[Run], ignore: tuple[str, ...] = ()) -> Aggregate:
     by_key: dict[tuple, Group] = {}
     for run, flat in zip(grouped, flats):
         key = {k: flat.get(k, MISSING) for k in keys}
-        group = by_key.setdefault(tuple(_hashable(v) for v in key.values()), Group(key=key, runs=[]))
+        group = by_key.setdefault(tuple(hashable(v) for v in key.values()), Group(key=key, runs=[]))
         group.runs.append(run)
     groups = sorted(by_key.values(), key=lambda g: tuple(sort_key(g.key[k]) for k in keys))
     for group in groups:
@@ -152,7 +150,7 @@ def _label_keys(keys: list[str], groups: list[Group]) -> dict[tuple[str, str], l
     for g in groups:
         members.setdefault((g.task, g.variant), []).append(g)
     return {
-        tv: [k for k in keys if k not in ("task.name", "optimizer.name") and len({_hashable(g.key[k]) for g in gs}) > 1]
+        tv: [k for k in keys if k not in ("task.name", "optimizer.name") and len({hashable(g.key[k]) for g in gs}) > 1]
         for tv, gs in members.items()
     }
 
@@ -169,7 +167,7 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def _hashable(value: Any) -> Any:
+def hashable(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 

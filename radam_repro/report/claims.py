@@ -339,19 +339,15 @@ def _strata(
 
     Groups left with one value (common when an ``outcome`` selector splits a group into its solved and failed runs)
     are resampled together, one stratum per lr: alone, each would add no spread to the bootstrap."""
-    strata, single = [], {}
+    strata, single = [], {}  # single: lr -> the values of the groups with one
     for g in groups:
         values = [v for r in side.runs(g, solved) if (v := run_value(prediction, r, solved)) is not None]
         lr = flatten(g.runs[0].config).get(LR)
         if len(values) == 1:
-            single.setdefault(_hashable(lr), (lr, []))[1].append(values[0])
+            single.setdefault(lr, []).append(values[0])
         elif values:
             strata.append((lr, np.array(values, dtype=float)))
-    return strata + [(lr, np.array(values, dtype=float)) for lr, values in single.values()]
-
-
-def _hashable(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
+    return strata + [(lr, np.array(values, dtype=float)) for lr, values in single.items()]
 
 
 def run_value(prediction: Prediction, run: Run, solved: Solved | None) -> float | None:

@@ -29,7 +29,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
-from radam_repro.report.aggregate import Aggregate, Group, format_value, short_key, sort_key  # noqa: E402
+from radam_repro.report.aggregate import (  # noqa: E402
+    Aggregate,
+    Group,
+    format_value,
+    hashable,
+    short_key,
+    sort_key,
+)
 from radam_repro.report.runs import Run  # noqa: E402
 from radam_repro.report.tables import Solved  # noqa: E402
 from radam_repro.run_folder import Status, higher_is_better  # noqa: E402
@@ -173,7 +180,7 @@ def warmup_length(agg: Aggregate, task: str, out: Path) -> Path | None:
         return None
     # one line per lr and task setting (e.g. the depth axis's task.model.layers), RAdam's groups beside theirs
     task_keys = sorted({k for g in warm for k in g.key if k.startswith("task.")})
-    task_keys = [k for k in task_keys if len({_hashable(g.key.get(k)) for g in warm}) > 1]
+    task_keys = [k for k in task_keys if len({hashable(g.key.get(k)) for g in warm}) > 1]
 
     def line(g: Group) -> tuple:
         return (sort_key(_config(g, "optimizer", "lr")), *(sort_key(g.key.get(k)) for k in task_keys))
@@ -226,12 +233,12 @@ def robustness_heatmaps(agg: Aggregate, task: str, out: Path, solved: Solved | N
         if task_name != task or x_key is None or not axes_keys:
             continue
         key = axes_keys[0]
-        combinations = {tuple(_hashable(g.key[k]) for k in axes_keys) for g in groups}
-        if len(combinations) != len({_hashable(g.key[key]) for g in groups}):
+        combinations = {tuple(hashable(g.key[k]) for k in axes_keys) for g in groups}
+        if len(combinations) != len({hashable(g.key[key]) for g in groups}):
             continue  # a second independent axis: not a 2-D grid
         xs = sorted({g.key[x_key] for g in groups}, key=sort_key)
-        horizons = sorted({_hashable(g.key[key]) for g in groups}, key=_horizon_sort)
-        cell = {(xs.index(g.key[x_key]), horizons.index(_hashable(g.key[key]))): g for g in groups}
+        horizons = sorted({hashable(g.key[key]) for g in groups}, key=_horizon_sort)
+        cell = {(xs.index(g.key[x_key]), horizons.index(hashable(g.key[key]))): g for g in groups}
         panels = [
             ("solved", f"fraction of seeds solved ({solved})"),
             ("mean", f"mean final {metric} (completed seeds)"),
@@ -276,10 +283,6 @@ def robustness_heatmaps(agg: Aggregate, task: str, out: Path, solved: Solved | N
         fig.suptitle(f"{task}: {variant}, {axis} x {_horizon_name(key)}; runs per cell: {'/'.join(map(str, seeds))}")
         written.append(_save(fig, out / f"robustness_{task}_{variant}.png"))
     return written
-
-
-def _hashable(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
 
 
 def _horizon_sort(value: Any) -> tuple:
@@ -392,7 +395,7 @@ def _lr_varies(groups: list[Group]) -> bool:
     """Whether some variant ran at several lrs (one lr per variant, as Adam-2k's own, does not count)."""
     lrs: dict[str, set] = defaultdict(set)
     for g in groups:
-        lrs[g.variant].add(_hashable(g.key.get(LR)))
+        lrs[g.variant].add(hashable(g.key.get(LR)))
     return any(len(v) > 1 for v in lrs.values())
 
 
