@@ -60,4 +60,42 @@ def test_archive_keeps_what_the_report_reads_compressed_and_reproducibly(tmp_pat
 def test_archive_refuses_a_folder_without_runs(tmp_path, capsys):
     with pytest.raises(SystemExit):
         archive_main([str(tmp_path), str(tmp_path / "out")])
-    assert "no run folders under" in capsys.readouterr().err
+    assert "no ended run folders under" in capsys.readouterr().err
+
+
+def test_a_sweep_restored_from_its_archive_trains_only_the_cells_that_had_not_ended(tmp_path, capsys):
+    """A study spread over two machines: the first archives what ended (not the run its lease cut off), the second
+    restores that archive, relaunches the same sweep, and trains only the missing cell, to the same numbers."""
+    from conftest import run_cli
+
+    from radam_repro.report.__main__ import main as report_main
+
+    sweep = ("-m", "optimizer=adam", "seed=1,2", "task=nmt_synthetic", "trainer.max_steps=6", "group=grid")
+    run_cli(*sweep, "trainer.eval_every=3", runs=tmp_path / "first")
+    first = tmp_path / "first" / "grid"
+    (seed1,) = first.glob("*seed=1*")
+    (seed2,) = first.glob("*seed=2*")
+    finished = (seed2 / "summary.json").read_text()
+    (seed2 / "summary.json").write_text('{"status": "running", "step": 3}')  # as a killed run leaves it, unlocked
+    archive_main([str(first), str(tmp_path / "archive")])
+    assert "1 runs" in capsys.readouterr().out
+    assert [p.name for p in (tmp_path / "archive").iterdir() if p.is_dir()] == [seed1.name]
+
+    report_main([str(tmp_path / "archive"), "--out", str(tmp_path / "partial"), "--no-figures", "--cells", "2"])
+    assert "**Partial: 1 of the sweep's 2 cells have ended.**" in (tmp_path / "partial" / "report.md").read_text()
+
+    second = tmp_path / "second" / "grid"
+    archive_main(["--restore", str(tmp_path / "archive"), str(second)])
+    assert "restored 1 ended runs" in capsys.readouterr().out
+    archive_main(["--restore", str(tmp_path / "archive"), str(second)])  # again: an existing folder is kept
+    assert "restored 0 ended runs" in capsys.readouterr().out
+    assert (second / seed1.name / "metrics.jsonl").read_bytes() == (seed1 / "metrics.jsonl").read_bytes()
+
+    out = run_cli(*sweep, "trainer.eval_every=3", runs=tmp_path / "second").stdout
+    assert f"{second / seed1.name} already completed; nothing to do" in out
+    assert (second / seed1.name / "metrics.jsonl").read_bytes() == (seed1 / "metrics.jsonl").read_bytes()
+    retrained = json.loads((second / seed2.name / "summary.json").read_text())
+    assert retrained["status"] == "completed" and retrained["final"] == json.loads(finished)["final"]
+
+    report_main([str(second), "--out", str(tmp_path / "whole"), "--no-figures", "--cells", "2"])
+    assert "Partial" not in (tmp_path / "whole" / "report.md").read_text()

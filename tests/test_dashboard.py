@@ -246,13 +246,15 @@ def chromium_or_skip() -> None:
 @pytest.mark.slow
 def test_a_browser_renders_the_scalars_page(sweep, tmp_path):
     chromium_or_skip()
+    names = ("adam seed=1", "adam seed=2", "adam_warmup seed=1", "adam_warmup seed=2")
+    tags = ("train/loss", "train/lr", "train/multiplier", "valid/loss")
     with serve([sweep], free_port(), tmp_path / "cache", runs=4) as url:
-        dom = capture(f"{url}/{TIMESERIES_PAGE}", tmp_path / "timeseries.png")
+        dom = capture(f"{url}/{TIMESERIES_PAGE}", tmp_path / "timeseries.png", expect=names + tags)
         png = tmp_path / "dashboard.png"
         capture(f"{url}/{SCALARS_PAGE}", png)
-    for name in ("adam seed=1", "adam seed=2", "adam_warmup seed=1", "adam_warmup seed=2"):
+    for name in names:
         assert name in dom, f"{name} not rendered"
-    for tag in ("train/loss", "train/lr", "train/multiplier", "valid/loss"):
+    for tag in tags:
         assert tag in dom, f"no {tag} card"
     pixels = matplotlib.image.imread(png)
     assert pixels.shape[:2] == (1000, 1600) and pixels.std() > 0.05

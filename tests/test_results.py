@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import warnings
 from pathlib import Path
 
 import pytest
@@ -68,7 +69,7 @@ def committed_cell(study: str) -> tuple[str, Path, list[Path]] | None:
 
 
 @pytest.mark.slow  # two real runs of ~20 min side by side: CI runs it (.ci/run selects every marker)
-def test_a_committed_multi30k_cell_and_cifar_cell_regenerate(tmp_path):
+def test_the_committed_multi30k_and_cifar_cells_regenerate(tmp_path):
     """Each cell is trained again from its recorded overrides (its folder's name) under the experiment: the config
     must be the committed one, and the final metrics the committed ones, bit-identical on the CPU model that made
     them (one thread); on another CPU model (meta.json's device_name) within the spread of the committed seeds
@@ -80,10 +81,11 @@ def test_a_committed_multi30k_cell_and_cifar_cell_regenerate(tmp_path):
     from radam_repro.run_folder import flatten, is_run_specific, parse_config, parse_strict_json
     from radam_repro.train import cpu_name
 
-    cells = {study: committed_cell(study) for study in RERUN}
-    missing = [study for study, cell in cells.items() if cell is None]
-    if missing:
-        pytest.skip(f"no committed run of the cell to regenerate in results/{{{','.join(missing)}}}/runs yet")
+    cells = {study: cell for study in RERUN if (cell := committed_cell(study)) is not None}
+    if not cells:
+        pytest.skip(f"no committed run of the cells to regenerate in results/{{{','.join(RERUN)}}}/runs yet")
+    for study in set(RERUN) - set(cells):  # a study still partial: its cell is checked once it is committed
+        warnings.warn(f"results/{study}/runs holds no committed run of {RERUN[study]} yet: not rerun", stacklevel=1)
 
     def rerun(study: str) -> Path:
         experiment, cell, _ = cells[study]
@@ -91,8 +93,8 @@ def test_a_committed_multi30k_cell_and_cifar_cell_regenerate(tmp_path):
         (rerun_dir,) = [p.parent for p in (tmp_path / study).rglob("summary.json")]
         return rerun_dir
 
-    with ThreadPoolExecutor(len(RERUN)) as pool:
-        reruns = dict(zip(RERUN, pool.map(rerun, RERUN)))
+    with ThreadPoolExecutor(len(cells)) as pool:
+        reruns = dict(zip(cells, pool.map(rerun, cells)))
     for study, rerun_dir in reruns.items():
         _, cell, seeds = cells[study]
 

@@ -52,7 +52,11 @@ def get_json(url: str, body: dict | None = None) -> object:
 def serve(
     folders: list[Path], port: int, cache: Path, runs: int = 1, interval: float = 1.0, timeout: float = 120.0
 ) -> Iterator[str]:
-    """``python -m radam_repro.dashboard`` in a subprocess, yielded once it serves ``runs`` runs; always stopped."""
+    """``python -m radam_repro.dashboard`` in a subprocess, yielded once it serves the scalars of ``runs`` runs.
+
+    Always stopped. TensorBoard lists a run before it has read the run's events, so a page opened on the run list
+    alone can render without a single card (seen on a loaded CI machine); waiting for the scalar tags closes that.
+    """
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable,
@@ -75,7 +79,7 @@ def serve(
         deadline = time.time() + timeout
         while True:
             try:
-                if len(get_json(f"{url}/data/runs")) >= runs:
+                if len(get_json(f"{url}/data/runs")) >= runs and served_scalars(url) >= runs:
                     break
             except OSError:
                 pass
@@ -98,6 +102,11 @@ def serve(
         log.close()
 
 
+def served_scalars(url: str) -> int:
+    """How many runs the dashboard serves scalar tags for."""
+    return sum(bool(tags) for tags in get_json(f"{url}/data/plugin/scalars/tags").values())
+
+
 def browser() -> str:
     found = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
     if found is None:
@@ -108,10 +117,30 @@ def browser() -> str:
     return found
 
 
-def capture(url: str, png: Path, size: tuple[int, int] = (1600, 1000), budget_ms: int = 30000) -> str:
-    """Render ``url`` in headless Chromium for ``budget_ms`` of virtual time: save a screenshot, return the DOM."""
+def capture(
+    url: str,
+    png: Path,
+    size: tuple[int, int] = (1600, 1000),
+    budget_ms: int = 30000,
+    expect: tuple[str, ...] = (),
+    attempts: int = 3,
+) -> str:
+    """Render ``url`` in headless Chromium for ``budget_ms`` of virtual time: save a screenshot, return the DOM.
+
+    With ``expect``, a page whose DOM lacks one of those strings is rendered again with twice the budget, up to
+    ``attempts`` times (the page fetches its data after it loads; a busy machine answers late), and the last DOM is
+    returned either way: the caller decides what a missing string means.
+    """
     png = Path(png).resolve()
     png.parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(attempts):
+        dom = _render(url, png, size, budget_ms * 2**attempt)
+        if all(text in dom for text in expect):
+            break
+    return dom
+
+
+def _render(url: str, png: Path, size: tuple[int, int], budget_ms: int) -> str:
     with tempfile.TemporaryDirectory() as profile:
         proc = subprocess.run(
             [
@@ -130,7 +159,7 @@ def capture(url: str, png: Path, size: tuple[int, int] = (1600, 1000), budget_ms
             ],
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=120 + budget_ms / 1000,
         )
     if proc.returncode != 0 or not png.is_file():
         raise RuntimeError(f"chromium failed ({proc.returncode}) on {url}:\n{proc.stderr[-3000:]}")

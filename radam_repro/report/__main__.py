@@ -45,6 +45,12 @@ def main(argv: list[str] | None = None) -> Path:
         help="count runs whose final metric passes this test, e.g. 'valid/loss<0.1': a solved "
         "column per group and, over an lr x horizon grid, heatmaps of the solved fraction",
     )
+    parser.add_argument(
+        "--cells",
+        type=int,
+        metavar="N",
+        help="how many cells the sweep has: a report from fewer ended runs says that it is partial",
+    )
     args = parser.parse_args(argv)
     out = args.out or Path("results") / args.folders[0].resolve().name
 
@@ -75,7 +81,7 @@ def main(argv: list[str] | None = None) -> Path:
     command = "python -m radam_repro.report " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
-    report = write_tables(agg, paper, out, command=command, figures=figures, solved=args.solved)
+    report = write_tables(agg, paper, out, command=command, figures=figures, solved=args.solved, cells=args.cells)
     print(f"[report] wrote {report}, {out / 'summary.csv'}, {out / 'runs.csv'} and {len(figures)} figures")
     return out
 
