@@ -109,6 +109,7 @@ def run_metadata(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
         "host": socket.gethostname(),
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the vector kernels torch picked (AVX2, AVX512...)
         "torch_threads": torch.get_num_threads(),
         "seed": cfg.seed,
         "argv": sys.argv,

@@ -66,6 +66,7 @@ def test_six_paper_variants_multirun_write_complete_run_folders(cli, cifar_dir, 
         cpuinfo = Path("/proc/cpuinfo")
         if cpuinfo.is_file() and "model name" in cpuinfo.read_text():  # the CPU's model, not platform's "" on Linux
             assert meta["device_name"] in cpuinfo.read_text() and meta["device_name"] != "cpu"
+        assert meta["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
         summary = json.loads((run / "summary.json").read_text())
         assert summary["status"] == "completed" and summary["step"] == 30
         assert 0 <= summary["final"]["test/acc"] <= 100 and summary["final"]["test/loss"] > 0

@@ -72,10 +72,12 @@ def committed_cell(study: str) -> tuple[str, Path, list[Path]] | None:
 def test_the_committed_multi30k_and_cifar_cells_regenerate(tmp_path):
     """Each cell is trained again from its recorded overrides (its folder's name) under the experiment: the config
     must be the committed one, and the final metrics the committed ones, bit-identical on the CPU model that made
-    them (one thread); on another CPU model (meta.json's device_name) within the spread of the committed seeds
+    them with the same vector kernels (one thread; meta.json's device_name and cpu_capability: one model name can
+    cover AVX2 and AVX-512 machines); on another CPU within the spread of the committed seeds
     of that cell, since other vector kernels round differently and 2,000 updates carry the last bits into BLEU."""
     from concurrent.futures import ThreadPoolExecutor
 
+    import torch
     from conftest import run_cli
 
     from radam_repro.run_folder import flatten, is_run_specific, parse_config, parse_strict_json
@@ -106,8 +108,13 @@ def test_the_committed_multi30k_and_cifar_cells_regenerate(tmp_path):
         final = parse_strict_json((rerun_dir / "summary.json").read_text())["final"]
         committed = parse_strict_json((cell / "summary.json").read_text())["final"]
         assert set(final) == set(committed)
-        if parse_strict_json((cell / "meta.json").read_text())["device_name"] == cpu_name():
+        meta = parse_strict_json((cell / "meta.json").read_text())
+        if meta["device_name"] == cpu_name() and meta.get("cpu_capability") == torch.backends.cpu.get_cpu_capability():
             assert final == committed, study
+        elif len(seeds) < 2:  # no spread to judge by: said, not passed
+            warnings.warn(
+                f"{study}: made on another CPU and one committed seed: final metrics not compared", stacklevel=1
+            )
         else:
             for key, value in committed.items():
                 values = [parse_strict_json((s / "summary.json").read_text())["final"][key] for s in seeds]
