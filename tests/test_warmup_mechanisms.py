@@ -28,9 +28,11 @@ def grid():
         parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
         (jobs,) = BasicSweeper.split_arguments(parser.parse_overrides(params), max_batch_size=None)
         cells = {
-            job[0]: compose("radam_repro", overrides=["experiment=warmup_mechanisms", *job])
+            next(o for o in job if o.startswith("mechanisms=")): compose(
+                "radam_repro", overrides=["experiment=warmup_mechanisms", *job]
+            )
             for job in jobs
-            if job[1:] == ["optimizer.lr=0.01", "seed=1"]
+            if {"optimizer.lr=0.01", "seed=1"} <= set(job)
         }
     return jobs, cells
 
