@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import statistics
 from pathlib import Path
 
 import matplotlib.image
@@ -179,6 +180,28 @@ def test_single_seed_has_no_std(tmp_path):
     ]
     assert row["std"] == "" and row["n"] == "1"
     assert "0.9 ± n/a" in (out / "report.md").read_text()
+
+
+def test_a_metric_only_evaluated_during_training_gets_its_best_column(tmp_path):
+    """An NMT run's final evaluation is the test BLEU; its valid loss exists only as the best of the evaluations
+    during training, and the task table shows it (mean ± std over seeds)."""
+    for seed, loss in ((1, 3.5), (2, 3.7)):
+        write_run(
+            tmp_path / f"s{seed}",
+            task="nmt_multi30k",
+            seed=seed,
+            final={"test/bleu": 20.0 + seed},
+            best={"valid/loss": loss, "test/bleu": 20.0 + seed},
+        )
+    out = report_main([str(tmp_path), "--out", str(tmp_path / "report"), "--no-figures"])
+    table = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in (out / "report.md").read_text().splitlines()
+        if line.startswith("| ")
+    ]
+    header, row = table[0], table[1]
+    assert "best valid/loss" in header and "final valid/loss" not in header
+    assert row[header.index("best valid/loss")] == f"3.6 ± {statistics.stdev([3.5, 3.7]):.4g}"
 
 
 def test_failed_diverged_and_half_written_runs_are_counted_and_listed(tmp_path, capsys):

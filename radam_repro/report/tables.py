@@ -238,7 +238,10 @@ def _task_section(agg: Aggregate, task: str, solved: Solved | None = None) -> li
         columns += [("final", headline), ("best", headline)]
     if any("train/loss" in g.final for g in groups):
         columns.append(("final", "train/loss"))
-    others = sorted({m for g in groups for m in g.final if m.split("/")[0] in ("valid", "test")} - {headline})
+    finals = {m for g in groups for m in g.final}
+    # a metric only the run's evaluations during training give (valid/* where the final evaluation is the test set)
+    columns += [("best", m) for m in sorted({m for g in groups for m in g.best} - finals - {headline})]
+    others = sorted({m for m in finals if m.split("/")[0] in ("valid", "test")} - {headline})
     columns += [("final", m) for m in others[:EXTRA_METRICS]]
     header = ["group", "seeds", *ENDED, "unfinished"]
     header += [f"solved ({solved})"] if solved else []
