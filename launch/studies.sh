@@ -5,7 +5,7 @@
 #
 # usage: bash launch/studies.sh [--archive-only] [STUDY...]     (default: all, in this order)
 #   warmup_depth             experiment=warmup_depth             -> results/warmup_depth             (~50 min)
-#   multi30k_ablation        experiment=multi30k_ablation        -> results/multi30k_ablation        (~10 h)
+#   multi30k_ablation        experiment=multi30k_ablation        -> results/multi30k_ablation        (10.5-18 h)
 #   cifar_lr_robustness      experiment=cifar_lr_robustness_cpu  -> results/cifar_lr_robustness      (~5.6 h)
 #   warmup_mechanisms        experiment=warmup_mechanisms        -> results/warmup_mechanisms        (~3 h)
 # on 2 cores (two jobs side by side, one torch thread each). Run folders go to $RADAM_REPRO_RUNS (default runs/).
