@@ -56,12 +56,10 @@ import sys
 from pathlib import Path
 
 from benchmarks.paper_cost import sweep
-from radam_repro.report.runs import load_runs
-from radam_repro.run_folder import ENDED
+from radam_repro.report.archive import ended_runs
 
 folder = Path(sys.argv[1])
-runs = load_runs([folder]) if folder.is_dir() else []
-print(sum(r.status in ENDED for r in runs), len(sweep(sys.argv[2])))
+print(len(ended_runs(folder)) if folder.is_dir() else 0, len(sweep(sys.argv[2])))
 EOF
   )
   [[ -n ${cells:-} ]] || { echo "[studies] $study: could not count its cells (see above)" >&2; exit 1; }
