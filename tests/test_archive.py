@@ -10,6 +10,8 @@ import pytest
 from radam_repro.report.archive import main as archive_main
 from radam_repro.report.runs import load_runs
 
+TINY = ("task.model.layers=1", "task.model.d_model=32", "task.model.ffn_dim=64", "task.model.heads=2")
+
 
 def make_run_folder(path, losses):
     """A run folder as training leaves it: what the report reads, and what the archive leaves behind."""
@@ -70,7 +72,7 @@ def test_a_sweep_restored_from_its_archive_trains_only_the_cells_that_had_not_en
 
     from radam_repro.report.__main__ import main as report_main
 
-    sweep = ("-m", "optimizer=adam", "seed=1,2", "task=nmt_synthetic", "trainer.max_steps=6", "group=grid")
+    sweep = ("-m", "optimizer=adam", "seed=1,2", "task=nmt_synthetic", "trainer.max_steps=6", "group=grid", *TINY)
     run_cli(*sweep, "trainer.eval_every=3", runs=tmp_path / "first")
     first = tmp_path / "first" / "grid"
     (seed1,) = first.glob("*seed=1*")

@@ -296,6 +296,39 @@ def test_missing_runs_and_single_seeds():
     assert verdict == INCONCLUSIVE and "one seed" in cell.note
 
 
+def test_claims_md_lists_claims_without_runs_in_one_line_and_the_csv_keeps_them(tmp_path):
+    """A study's claims.md judges the claims its runs bear on; one with no run here is named (with the experiment
+    that makes its runs) but gets no table row, while claims.csv keeps every comparison of every claim."""
+    path = tmp_path / "claims.yaml"
+    path.write_text(
+        """claims:
+  - id: measured
+    source: {paper: P, year: 2019}
+    claim: warmup solves
+    experiment: demo
+    predictions:
+      - {stat: solved_fraction, a: {variant: adam_warmup}, b: {variant: adam}, relation: ">"}
+  - id: elsewhere
+    source: {paper: Q, year: 2024}
+    claim: gi solves
+    experiment: warmup_mechanisms
+    predictions:
+      - {stat: solved_fraction, a: {variant: adam_gi}, b: {variant: adam}, relation: ">"}
+"""
+    )
+    claims, _ = load_claims(path)
+    runs = runs_of("adam_warmup", [SOLVES] * 3) + runs_of("adam", [FAILS_] * 3)
+    write_claims(evaluate_claims(claims, aggregate(runs), SOLVED), tmp_path, SOLVED)
+    table = (tmp_path / "claims.md").read_text()
+    assert "| measured |" in table and "| elsewhere |" not in table and NO_RUNS not in table.replace("No runs", "")
+    assert "No runs here for: `elsewhere` (`warmup_mechanisms`)." in table
+    with (tmp_path / "claims.csv").open() as f:
+        rows = {r["claim"]: r["claim_verdict"] for r in csv.DictReader(f)}
+    assert rows == {"measured": HOLDS, "elsewhere": NO_RUNS}
+    write_claims(evaluate_claims(claims, aggregate([]), SOLVED), tmp_path, SOLVED)
+    assert "No claim has runs in these folders." in (tmp_path / "claims.md").read_text()
+
+
 def test_bootstrap_is_deterministic_and_covers_the_true_effect():
     """Normal final losses with a known difference of means: the 95 % interval covers it in about 95 % of
     datasets, and the same data give the same interval to the last bit."""

@@ -101,6 +101,7 @@ def test_an_intact_data_bin_folder_reads_back_its_sentences(data_bin):
         assert [text[i].tolist() for i in range(len(text))] == data_bin["ids"][lang]
 
 
+@pytest.mark.slow  # moved out of the default suite (<= 10 min on the slower 2-core AMD EPYC): CI runs it
 def test_a_halved_bin_file_stops_the_cli_naming_it(data_bin, tmp_path):
     folder = damaged(data_bin, tmp_path)
     target = folder / "train.de-en.en.bin"
@@ -113,6 +114,7 @@ def test_a_halved_bin_file_stops_the_cli_naming_it(data_bin, tmp_path):
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
+@pytest.mark.slow  # moved out of the default suite (<= 10 min on the slower 2-core AMD EPYC): CI runs it
 def test_an_empty_valid_split_stops_the_cli_naming_its_files(data_bin, tmp_path):
     folder = damaged(data_bin, tmp_path)
     for lang in ("de", "en"):
@@ -122,6 +124,7 @@ def test_an_empty_valid_split_stops_the_cli_naming_its_files(data_bin, tmp_path)
     assert f"the valid split is empty ({folder / 'valid.de-en.de.bin'}, " in proc.stderr, proc.stderr[-3000:]
 
 
+@pytest.mark.slow  # moved out of the default suite (<= 10 min on the slower 2-core AMD EPYC): CI runs it
 def test_a_dict_line_without_a_count_stops_the_cli_naming_the_file_and_line(data_bin, tmp_path):
     folder = damaged(data_bin, tmp_path)
     path = folder / "dict.en.txt"
@@ -234,6 +237,7 @@ def exported(path: Path, model: Transformer, drop: str | None = None) -> Path:
     return path
 
 
+@pytest.mark.slow  # moved out of the default suite (<= 10 min on the slower 2-core AMD EPYC): CI runs it
 def test_init_from_a_checkpoint_without_fc1_names_the_file_and_the_key(data_bin, tmp_path):
     sizes = [len(Dictionary.load(data_bin["dir"] / f"dict.{lang}.txt")) for lang in ("de", "en")]
     checkpoint = exported(tmp_path / "checkpoint_last.pt", one_layer(*sizes), "encoder.layers.0.fc1.weight")

@@ -110,6 +110,7 @@ def test_two_spawned_processes_train_as_one_process_on_the_same_global_batch(sin
     assert not torch.equal(rank_0["rng"]["torch"], rank_1["rng"]["torch"])
 
 
+@pytest.mark.slow  # moved out of the default suite (<= 10 min on the slower 2-core AMD EPYC): CI runs it
 def test_torchrun_launch_trains_the_same(tmp_path, single):
     runs = tmp_path / "runs"
     env = {
@@ -140,6 +141,7 @@ def test_torchrun_launch_trains_the_same(tmp_path, single):
     assert_same_training(single, run)
 
 
+@pytest.mark.slow  # moved out of the default suite (<= 10 min on the slower 2-core AMD EPYC): CI runs it
 def test_ddp_resume_from_a_step_checkpoint_is_bit_identical(tmp_path, ddp):
     resumed = tmp_path / "resumed"
     (resumed / "checkpoints").mkdir(parents=True)
@@ -154,6 +156,7 @@ def test_ddp_resume_from_a_step_checkpoint_is_bit_identical(tmp_path, ddp):
         assert torch.equal(final_weights(resumed)[name], value), name
 
 
+@pytest.mark.slow  # moved out of the default suite (<= 10 min on the slower 2-core AMD EPYC): CI runs it
 def test_resuming_with_another_process_count_names_the_fix(tmp_path, ddp):
     folder = tmp_path / "one_process"
     (folder / "checkpoints").mkdir(parents=True)

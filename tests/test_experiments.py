@@ -4,6 +4,7 @@ its estimate assumes, and one cell of each real-data and paper-scale experiment 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 
@@ -15,6 +16,9 @@ from benchmarks import paper_cost
 
 TINY_NMT = ["task.model.layers=1", "task.model.d_model=32", "task.model.ffn_dim=64", "task.model.heads=2"]
 SMALLEST_DECODE = ["task.beam=1", "task.max_len_b=2"]  # the final test BLEU stays bounded without final_eval_limit
+
+# Composing a grid's every cell through Hydra takes ~10-20 s; the rules and the claims tests read the same cells.
+cell_configs = functools.cache(paper_cost.cell_configs)
 
 
 @pytest.mark.parametrize(
@@ -38,8 +42,9 @@ def by_variant(configs) -> dict:
     return {(cfg.optimizer.name, cfg.optimizer.lr, cfg.seed): cfg for cfg in configs}
 
 
+@pytest.mark.slow  # moved out of the default suite (<= 10 min on the slower 2-core AMD EPYC): CI runs it
 def test_multi30k_cells_follow_rules_m1_to_m10():
-    configs = by_variant(paper_cost.cell_configs("multi30k_ablation"))
+    configs = by_variant(cell_configs("multi30k_ablation"))
     variants = ("adam", "adam_warmup", "adam_2k", "adam_eps", "radam", "radam_simple", "adam_preln")
     assert set(configs) == {(v, lr, s) for v in variants for lr in (3e-4, 6e-4, 1.2e-3) for s in (1, 2, 3)}
     t, s = 2000, 2000 / 70000
@@ -65,7 +70,7 @@ def test_multi30k_cells_follow_rules_m1_to_m10():
 
 
 def test_cifar_cpu_cells_follow_rules_c1_to_c6():
-    configs = by_variant(paper_cost.cell_configs("cifar_lr_robustness_cpu"))
+    configs = by_variant(cell_configs("cifar_lr_robustness_cpu"))
     lrs = (0.1, 0.03, 0.01, 0.003)
     assert set(configs) == {(o, lr, s) for o in ("sgd", "adam", "radam", "adam_warmup") for lr in lrs for s in (1, 2)}
     for (name, _, _), cfg in configs.items():
@@ -78,7 +83,7 @@ def test_cifar_cpu_cells_follow_rules_c1_to_c6():
 
 @pytest.mark.slow  # a longer real run: CI runs it (.ci/run selects every marker)
 def test_depth_axis_crosses_every_depth_with_every_horizon_at_the_recipes_lr():
-    configs = paper_cost.cell_configs("warmup_depth")
+    configs = cell_configs("warmup_depth")
     horizon = Counter()
     for cfg in configs:
         opt = cfg.optimizer
@@ -94,15 +99,15 @@ def test_depth_axis_crosses_every_depth_with_every_horizon_at_the_recipes_lr():
 
 @pytest.mark.slow  # a longer real run: CI runs it (.ci/run selects every marker)
 def test_paper_experiments_are_the_papers_recipes():
-    nmt = by_variant(paper_cost.cell_configs("paper_nmt"))
+    nmt = by_variant(cell_configs("paper_nmt"))
     assert {seed for *_, seed in nmt} == {1, 1111, 2222, 3333, 4444}
     for (name, lr, _), cfg in nmt.items():
         assert cfg.task.name == "nmt" and cfg.trainer.precision == "bf16"
         assert (lr, cfg.task.max_update) == ((3.086e-4, 72000) if name == "adam_2k" else (3e-4, 70000))
-    cifar = paper_cost.cell_configs("paper_cifar10")
+    cifar = cell_configs("paper_cifar10")
     warmups = Counter(c.optimizer.warmup.steps for c in cifar if c.optimizer.warmup.kind == "linear")
     assert warmups == {w: 20 for w in (100, 200, 500, 1000)} and {c.task.epochs for c in cifar} == {164}
-    lm = paper_cost.cell_configs("paper_lm1b")
+    lm = cell_configs("paper_lm1b")
     assert {(c.optimizer.name, c.optimizer.lr, c.optimizer.weight_decay) for c in lm} == {
         ("adam", 1e-3, 0.0),
         ("radam", 1e-3, 0.0),
@@ -143,7 +148,9 @@ def test_a_multi30k_cell_trains_two_updates_and_reports_averaged_bleu(tmp_path, 
     assert config["optimizer"]["freeze_steps"] == 57 and config["task"]["max_update"] == 2057
 
 
-@pytest.mark.parametrize("experiment", ["cifar_lr_robustness_cpu", "paper_cifar10"])
+@pytest.mark.parametrize(
+    "experiment", ["cifar_lr_robustness_cpu", pytest.param("paper_cifar10", marks=pytest.mark.slow)]
+)
 def test_a_cifar_cell_trains_two_updates(tmp_path, cifar_dir, experiment):
     runs = tmp_path / "runs"
     overrides = ["task.depth=8", "trainer.precision=fp32", f"task.data_dir={cifar_dir}", "task.check_integrity=false"]
@@ -169,6 +176,7 @@ def test_paper_nmt_trains_two_updates_on_the_staged_sample(tmp_path, iwslt):
     assert config["task"]["max_update"] == 70000 and config["optimizer"]["lr"] == 3e-4
 
 
+@pytest.mark.slow  # moved out of the default suite (<= 10 min on the slower 2-core AMD EPYC): CI runs it
 def test_paper_lm1b_trains_two_updates_on_the_staged_shard(tmp_path, shared_data):
     shard = "heldout-monolingual.tokenized.shuffled/news.en.heldout-00000-of-00050"
     runs = tmp_path / "runs"
@@ -221,7 +229,9 @@ def test_depth_sweep_draws_layers_by_horizon_heat_maps(tmp_path, monkeypatch):
     assert lines == {f"Adam + linear warmup, lr=0.003, task.model.layers={n}" for n in (2, 8)}
 
 
-@pytest.mark.parametrize("experiment", ["multi30k_ablation", "cifar_lr_robustness_cpu"])
+@pytest.mark.parametrize(
+    "experiment", [pytest.param("multi30k_ablation", marks=pytest.mark.slow), "cifar_lr_robustness_cpu"]
+)
 def test_the_real_data_claims_select_cells_of_their_experiment(experiment):
     """Every side of every prediction of a claim naming the experiment matches >= 2 seeds of one of its cells."""
     from omegaconf import OmegaConf
@@ -230,7 +240,7 @@ def test_the_real_data_claims_select_cells_of_their_experiment(experiment):
     from radam_repro.report.tables import _same
     from radam_repro.run_folder import flatten
 
-    cells = [flatten(OmegaConf.to_container(cfg, resolve=True)) for cfg in paper_cost.cell_configs(experiment)]
+    cells = [flatten(OmegaConf.to_container(cfg, resolve=True)) for cfg in cell_configs(experiment)]
     claims = [c for c in load_claims()[0] if experiment in c.experiments]
     assert sum(bool(c.paper and c.scale) for c in claims) >= 3  # the real-data claims: the paper's number, the gap
     for claim in claims:

@@ -294,6 +294,7 @@ def test_a_task_without_its_data_stops_before_a_run_folder_without_a_traceback(t
     assert full.returncode != 0 and "Traceback" in full.stderr and "fetch lm1b" in full.stderr  # HYDRA_FULL_ERROR=1
 
 
+@pytest.mark.slow  # moved out of the default suite (<= 10 min on the slower 2-core AMD EPYC): CI runs it
 def test_sigterm_during_the_final_evaluation_stops_it_and_the_resumed_run_evaluates_again(tmp_path, iwslt):
     """An untrained model decodes the 6,750 test sentences to max_len_b: minutes. SIGTERM stops it at once; the
     rerun resumes at the last step and evaluates again (here bounded to 3 sentences)."""

@@ -109,6 +109,7 @@ def test_build_optimizer_passes_fused_only_where_the_class_accepts_it():
     assert type(radam) is optim.RAdam and radam.defaults["eps"] == 1e-4
 
 
+@pytest.mark.slow  # moved out of the default suite (<= 10 min on the slower 2-core AMD EPYC): CI runs it
 def test_single_section_dry_run_through_the_cli(tmp_path):
     proc, report = run_check(tmp_path, "--sections", "optimizer")
     assert proc.returncode == 0, proc.stderr[-3000:]

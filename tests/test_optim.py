@@ -301,10 +301,9 @@ def test_state_dict_round_trip_in_a_fresh_process_is_bit_identical(tmp_path):
                 model(data[i]).pow(2).mean().backward()
                 opt.step()
         mode, path = sys.argv[1], sys.argv[2]
-        if mode == "full":
-            steps(0, 120); torch.save(model.state_dict(), path)
-        elif mode == "first":
+        if mode == "full":  # the checkpoint at step 50 of the uninterrupted run, then its end
             steps(0, 50); torch.save({{"model": model.state_dict(), "opt": opt.state_dict()}}, path)
+            steps(50, 120); torch.save(model.state_dict(), path + ".full")
         else:
             ck = torch.load(path)
             model.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"])
@@ -313,10 +312,9 @@ def test_state_dict_round_trip_in_a_fresh_process_is_bit_identical(tmp_path):
     ).format(root=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
     (tmp_path / "s.py").write_text(script)
     env_run = lambda *a: subprocess.run([sys.executable, str(tmp_path / "s.py"), *a], check=True)  # noqa: E731
-    env_run("full", str(tmp_path / "full.pt"))
-    env_run("first", str(tmp_path / "half.pt"))
+    env_run("full", str(tmp_path / "half.pt"))
     env_run("resume", str(tmp_path / "half.pt"))
-    full, resumed = torch.load(tmp_path / "full.pt"), torch.load(tmp_path / "half.pt.final")
+    full, resumed = torch.load(tmp_path / "half.pt.full"), torch.load(tmp_path / "half.pt.final")
     for k in full:
         assert torch.equal(full[k], resumed[k]), k
 

@@ -108,7 +108,7 @@ print(json.dumps({"schema": cfg.optimizer.eps, "registry": OPTIMIZERS["adam_2k"]
 """
 
 
-@pytest.mark.parametrize("eps", [None, 3e-7])
+@pytest.mark.parametrize("eps", [None, pytest.param(3e-7, marks=pytest.mark.slow)])  # 3e-7: CI
 def test_a_default_changed_in_the_class_changes_the_schema_the_listing_and_the_fairseq_options(package_copy, eps):
     """Adam's eps is written once (AdamFamily's signature): every variant, config and fairseq option follows it."""
     source = package_copy / "radam_repro" / "optim" / "adam_family.py"

@@ -68,54 +68,42 @@ def committed_cell(study: str) -> tuple[str, Path, list[Path]] | None:
     return None if cell is None else (experiment, cell, [r.path for r in same])
 
 
-@pytest.mark.slow  # two real runs of ~20 min side by side: CI runs it (.ci/run selects every marker)
-def test_the_committed_multi30k_and_cifar_cells_regenerate(tmp_path):
-    """Each cell is trained again from its recorded overrides (its folder's name) under the experiment: the config
+@pytest.mark.slow  # a real run of 30-45 min: CI runs it on a core of its own beside the suite (.ci/run: -n 3)
+@pytest.mark.own_worker
+@pytest.mark.parametrize("study", RERUN)
+def test_a_committed_real_data_cell_regenerates(study, tmp_path):
+    """The cell is trained again from its recorded overrides (its folder's name) under the experiment: the config
     must be the committed one, and the final metrics the committed ones, bit-identical on the CPU model that made
     them with the same vector kernels (one thread; meta.json's device_name and cpu_capability: one model name can
     cover AVX2 and AVX-512 machines); on another CPU within the spread of the committed seeds
     of that cell, since other vector kernels round differently and 2,000 updates carry the last bits into BLEU."""
-    from concurrent.futures import ThreadPoolExecutor
-
     import torch
     from conftest import run_cli
 
     from radam_repro.run_folder import flatten, is_run_specific, parse_config, parse_strict_json
     from radam_repro.train import cpu_name
 
-    cells = {study: cell for study in RERUN if (cell := committed_cell(study)) is not None}
-    if not cells:
-        pytest.skip(f"no committed run of the cells to regenerate in results/{{{','.join(RERUN)}}}/runs yet")
-    for study in set(RERUN) - set(cells):  # a study still partial: its cell is checked once it is committed
-        warnings.warn(f"results/{study}/runs holds no committed run of {RERUN[study]} yet: not rerun", stacklevel=1)
+    committed = committed_cell(study)
+    if committed is None:  # a study still partial: its cell is checked once it is committed
+        pytest.skip(f"results/{study}/runs holds no committed run of {RERUN[study]} yet")
+    experiment, cell, seeds = committed
+    run_cli(f"experiment={experiment}", *cell.name.split(","), runs=tmp_path, timeout=5400)  # on shared cores
+    (rerun_dir,) = [p.parent for p in tmp_path.rglob("summary.json")]
 
-    def rerun(study: str) -> Path:
-        experiment, cell, _ = cells[study]
-        run_cli(f"experiment={experiment}", *cell.name.split(","), runs=tmp_path / study, timeout=3600)
-        (rerun_dir,) = [p.parent for p in (tmp_path / study).rglob("summary.json")]
-        return rerun_dir
+    def config(folder: Path) -> dict:
+        flat = flatten(parse_config((folder / "config.yaml").read_text()))
+        return {k: v for k, v in flat.items() if not is_run_specific(k)}
 
-    with ThreadPoolExecutor(len(cells)) as pool:
-        reruns = dict(zip(cells, pool.map(rerun, cells)))
-    for study, rerun_dir in reruns.items():
-        _, cell, seeds = cells[study]
-
-        def config(folder: Path) -> dict:
-            flat = flatten(parse_config((folder / "config.yaml").read_text()))
-            return {k: v for k, v in flat.items() if not is_run_specific(k)}
-
-        assert config(rerun_dir) == config(cell), study
-        final = parse_strict_json((rerun_dir / "summary.json").read_text())["final"]
-        committed = parse_strict_json((cell / "summary.json").read_text())["final"]
-        assert set(final) == set(committed)
-        meta = parse_strict_json((cell / "meta.json").read_text())
-        if meta["device_name"] == cpu_name() and meta.get("cpu_capability") == torch.backends.cpu.get_cpu_capability():
-            assert final == committed, study
-        elif len(seeds) < 2:  # no spread to judge by: said, not passed
-            warnings.warn(
-                f"{study}: made on another CPU and one committed seed: final metrics not compared", stacklevel=1
-            )
-        else:
-            for key, value in committed.items():
-                values = [parse_strict_json((s / "summary.json").read_text())["final"][key] for s in seeds]
-                assert abs(final[key] - value) <= max(values) - min(values), (study, key)
+    assert config(rerun_dir) == config(cell)
+    final = parse_strict_json((rerun_dir / "summary.json").read_text())["final"]
+    expected = parse_strict_json((cell / "summary.json").read_text())["final"]
+    assert set(final) == set(expected)
+    meta = parse_strict_json((cell / "meta.json").read_text())
+    if meta["device_name"] == cpu_name() and meta.get("cpu_capability") == torch.backends.cpu.get_cpu_capability():
+        assert final == expected
+    elif len(seeds) < 2:  # no spread to judge by: said, not passed
+        warnings.warn(f"{study}: made on another CPU and one committed seed: final metrics not compared", stacklevel=1)
+    else:
+        for key, value in expected.items():
+            values = [parse_strict_json((s / "summary.json").read_text())["final"][key] for s in seeds]
+            assert abs(final[key] - value) <= max(values) - min(values), key

@@ -80,21 +80,32 @@ def test_the_default_cifar_layout_under_radam_repro_data_trains(tmp_path):
 
 BAD_NUMBERS = [
     (["task=nmt_synthetic", "task.max_update=-5"], "task.max_update=-5 must be >= 1"),
-    (["task=nmt_synthetic", "task.steps_per_epoch=0"], "task.steps_per_epoch=0 must be >= 1"),
-    (["task=nmt_synthetic", "task.batch_size=0"], "task.batch_size=0 must be >= 1"),
-    (
+    pytest.param(
+        ["task=nmt_synthetic", "task.steps_per_epoch=0"], "task.steps_per_epoch=0 must be >= 1", marks=pytest.mark.slow
+    ),
+    pytest.param(["task=nmt_synthetic", "task.batch_size=0"], "task.batch_size=0 must be >= 1", marks=pytest.mark.slow),
+    pytest.param(
         ["task=nmt_synthetic", "task.model.layers=1", "task.label_smoothing=1.5"],
         "task.label_smoothing=1.5 must be in [0.0, 1.0]",
+        marks=pytest.mark.slow,
     ),
-    (["task=nmt", "task.max_update=-5"], "task.max_update=-5 must be >= 0"),
-    (["task=lm1b_small", "task.bptt=0"], "task.bptt=0 must be >= 1"),
+    pytest.param(["task=nmt", "task.max_update=-5"], "task.max_update=-5 must be >= 0", marks=pytest.mark.slow),
+    pytest.param(["task=lm1b_small", "task.bptt=0"], "task.bptt=0 must be >= 1", marks=pytest.mark.slow),
     (["task=cifar10", "task.batch_size=0"], "task.batch_size=0 must be >= 1"),
     (["task=cifar10", "optimizer=sgd", "optimizer.lr=-1"], "invalid optimizer.lr=-1"),
-    (["task=cifar10", "optimizer=sgd", "optimizer.momentum=-0.5"], "invalid optimizer.momentum=-0.5"),
+    pytest.param(
+        ["task=cifar10", "optimizer=sgd", "optimizer.momentum=-0.5"],
+        "invalid optimizer.momentum=-0.5",
+        marks=pytest.mark.slow,
+    ),
 ]
 
 
-@pytest.mark.parametrize("overrides, expected", BAD_NUMBERS, ids=[" ".join(o) for o, _ in BAD_NUMBERS])
+def _ids(case) -> str:
+    return " ".join((case.values if hasattr(case, "values") else case)[0])
+
+
+@pytest.mark.parametrize("overrides, expected", BAD_NUMBERS, ids=[_ids(c) for c in BAD_NUMBERS])
 def test_bad_task_and_optimizer_numbers_name_the_key_before_the_run_folder_exists(tmp_path, overrides, expected):
     run = tmp_path / "run"
     proc = run_cli(*overrides, "trainer.max_steps=2", f"hydra.run.dir={run}", runs=tmp_path / "runs", check=False)

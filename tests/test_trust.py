@@ -120,6 +120,7 @@ def test_resume_with_another_config_stops_before_touching_the_folder(finished, t
     assert snapshot(run) == before  # nothing written, nothing removed, config.yaml still the RAdam run's
 
 
+@pytest.mark.slow  # moved out of the default suite (<= 10 min on the slower 2-core AMD EPYC): CI runs it
 def test_resume_false_moves_the_earlier_run_aside(finished, tmp_path):
     run = copy_run(finished, tmp_path)
     before = snapshot(run)

@@ -29,6 +29,7 @@ from radam_repro.run_dir import RunDir, strict_json
 
 
 # -- 8. every cache file follows the user's umask ------------------------------------------------------------------
+@pytest.mark.slow  # moved out of the default suite (<= 10 min on the slower 2-core AMD EPYC): CI runs it
 def test_lm_caches_follow_the_umask(tmp_path):
     shard = data_root() / "lm1b/1-billion-word-language-modeling-benchmark-r13output"
     if not shard.is_dir():
@@ -48,6 +49,7 @@ def strict(text: str):
 
 
 # -- 6. a blown-up evaluation is `diverged`, not `failed` -----------------------------------------------------------
+@pytest.mark.slow  # moved out of the default suite (<= 10 min on the slower 2-core AMD EPYC): CI runs it
 def test_an_overflowing_evaluation_is_diverged_with_infinite_ppl(tmp_path):
     run = tmp_path / "run"
     args = ("task=nmt_synthetic", "task.model.layers=1", "optimizer=adam", "optimizer.lr=10", "trainer.max_steps=30")
@@ -125,6 +127,7 @@ def test_a_live_pid_with_another_start_time_is_a_stale_lock(tmp_path):
 
 
 # -- 3. the checkpoint records its config: a deleted config.yaml does not let another config resume it ---------------
+@pytest.mark.slow  # moved out of the default suite (<= 10 min on the slower 2-core AMD EPYC): CI runs it
 def test_a_run_without_config_yaml_resumes_only_its_own_config(finished, tmp_path):  # noqa: F811
     run = copy_run(finished, tmp_path)
     summary = json.loads((run / "summary.json").read_text())

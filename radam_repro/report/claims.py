@@ -406,7 +406,8 @@ def evaluate_claims(claims: list[Claim], agg: Aggregate, solved: Solved | None) 
 
 
 def write_claims(verdicts: list[Verdict], out: Path, solved: Solved | None) -> list[Path]:
-    """``claims.md`` (a verdict per claim, then every comparison) and ``claims.csv`` (one row per comparison)."""
+    """``claims.md`` (a verdict per claim that has runs here, then its every comparison; the claims without runs in
+    one line) and ``claims.csv`` (one row per comparison of every claim)."""
     out.mkdir(parents=True, exist_ok=True)
     rows = [
         [v.claim.id, v.claim.cite(), v.claim.experiment(), v.verdict, str(p), verdict, c]
@@ -426,6 +427,8 @@ def write_claims(verdicts: list[Verdict], out: Path, solved: Solved | None) -> l
                 [*head, c.where, c.verdict, c.n_a, c.n_b, *("" if x is None else x for x in numbers)]
                 + ["" if c.seeds_needed is None else c.seeds_needed, c.note]
             )
+    absent = [v.claim for v in verdicts if v.verdict == NO_RUNS]
+    shown = [v for v in verdicts if v.verdict != NO_RUNS]
     lines = [
         "# Claims",
         "",
@@ -435,14 +438,21 @@ def write_claims(verdicts: list[Verdict], out: Path, solved: Solved | None) -> l
         f"a 95 % percentile-bootstrap interval over seeds within each run group ({RESAMPLES} resamples, seed "
         f"{BOOTSTRAP_SEED}); seeds needed: per group, for 80 % power at the 5 % level (radam_repro/report/claims.py).",
         "",
-        *_verdict_table(verdicts),
+        *(_verdict_table(shown) if shown else ["No claim has runs in these folders."]),
+        *(
+            ["", "No runs here for: " + ", ".join(f"`{c.id}` (`{c.experiment()}`)" for c in absent) + "."]
+            if absent
+            else []
+        ),
         "",
         "## Every comparison",
         "",
         "| claim | prediction | cell | runs A / B | A | B | effect [95 % CI] | verdict | seeds needed |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for claim_id, _, _, _, prediction, _, c in rows:
+    for claim_id, _, _, claim_verdict, prediction, _, c in rows:
+        if claim_verdict == NO_RUNS:
+            continue
         effect = "—" if c.effect is None else f"{c.effect:+.3g} [{c.low:+.3g}, {c.high:+.3g}]"
         verdict = c.verdict + (f" ({c.note})" if c.note else "")
         cells = [claim_id, f"`{prediction}`", c.where, f"{c.n_a} / {c.n_b}", _number(c.a), _number(c.b), effect]
