@@ -12,6 +12,8 @@ import pytest
 from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parents[1]
+# The smallest Transformer the NMT tasks accept, as CLI overrides: a task run through the CLI in seconds.
+TINY_NMT = ["task.model.layers=1", "task.model.d_model=32", "task.model.ffn_dim=64", "task.model.heads=2"]
 
 # One torch thread in this process and in every subprocess a test starts (before torch is imported): on busy cores
 # (CI runs two workers beside each other, or a training grid shares the machine) a two-thread op waits on a thread
@@ -28,8 +30,9 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """CI runs everything with `-n 2 --dist loadgroup`: the suite in its order on one worker, each `own_worker` test
-    (a real training of half an hour that uses one core) on the other, side by side. Serially these marks do nothing."""
+    """CI runs everything with `-n 3 --dist loadgroup`: the suite in its order on one worker, each `own_worker` test
+    (a real training of half an hour that uses one core) on a worker of its own beside it. Serially these marks do
+    nothing."""
     for item in items:
         own = item.get_closest_marker("own_worker") is not None
         item.add_marker(pytest.mark.xdist_group(item.name if own else "suite"))

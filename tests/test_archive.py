@@ -10,8 +10,6 @@ import pytest
 from radam_repro.report.archive import main as archive_main
 from radam_repro.report.runs import load_runs
 
-TINY = ("task.model.layers=1", "task.model.d_model=32", "task.model.ffn_dim=64", "task.model.heads=2")
-
 
 def make_run_folder(path, losses):
     """A run folder as training leaves it: what the report reads, and what the archive leaves behind."""
@@ -68,11 +66,11 @@ def test_archive_refuses_a_folder_without_runs(tmp_path, capsys):
 def test_a_sweep_restored_from_its_archive_trains_only_the_cells_that_had_not_ended(tmp_path, capsys):
     """A study spread over two machines: the first archives what ended (not the run its lease cut off), the second
     restores that archive, relaunches the same sweep, and trains only the missing cell, to the same numbers."""
-    from conftest import run_cli
+    from conftest import TINY_NMT, run_cli
 
     from radam_repro.report.__main__ import main as report_main
 
-    sweep = ("-m", "optimizer=adam", "seed=1,2", "task=nmt_synthetic", "trainer.max_steps=6", "group=grid", *TINY)
+    sweep = ("-m", "optimizer=adam", "seed=1,2", "task=nmt_synthetic", "trainer.max_steps=6", "group=grid", *TINY_NMT)
     run_cli(*sweep, "trainer.eval_every=3", runs=tmp_path / "first")
     first = tmp_path / "first" / "grid"
     (seed1,) = first.glob("*seed=1*")

@@ -10,11 +10,10 @@ from collections import Counter
 
 import pytest
 import yaml
-from conftest import run_cli
+from conftest import TINY_NMT, run_cli
 
 from benchmarks import paper_cost
 
-TINY_NMT = ["task.model.layers=1", "task.model.d_model=32", "task.model.ffn_dim=64", "task.model.heads=2"]
 SMALLEST_DECODE = ["task.beam=1", "task.max_len_b=2"]  # the final test BLEU stays bounded without final_eval_limit
 
 # Composing a grid's every cell through Hydra takes ~10-20 s; the rules and the claims tests read the same cells.

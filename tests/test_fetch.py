@@ -19,13 +19,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, TINY_NMT, run_cli
 
 from radam_repro.data import fetch as fetch_module
 from radam_repro.data.fetch import MANIFEST, fetch
 from radam_repro.errors import UserError
 
-TINY_NMT = ["task.model.layers=1", "task.model.d_model=32", "task.model.ffn_dim=64", "task.model.heads=2"]
 SMOKE = ["trainer.max_steps=2", "trainer.final_eval_limit=4"]
 
 
