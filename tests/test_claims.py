@@ -322,11 +322,39 @@ def test_claims_md_lists_claims_without_runs_in_one_line_and_the_csv_keeps_them(
     table = (tmp_path / "claims.md").read_text()
     assert "| measured |" in table and "| elsewhere |" not in table and NO_RUNS not in table.replace("No runs", "")
     assert "No runs here for: `elsewhere` (`warmup_mechanisms`)." in table
+    assert f"predictions over run groups (solved: final `{SOLVED}`). Effect" in table
     with (tmp_path / "claims.csv").open() as f:
         rows = {r["claim"]: r["claim_verdict"] for r in csv.DictReader(f)}
     assert rows == {"measured": HOLDS, "elsewhere": NO_RUNS}
     write_claims(evaluate_claims(claims, aggregate([]), SOLVED), tmp_path, SOLVED)
     assert "No claim has runs in these folders." in (tmp_path / "claims.md").read_text()
+
+
+def test_claims_md_names_the_solved_criterion_only_where_a_shown_prediction_uses_it(tmp_path):
+    """A study whose claims compare final values (BLEU, accuracy) says nothing of a solved criterion it never used."""
+    path = tmp_path / "claims.yaml"
+    path.write_text(
+        """claims:
+  - id: final_only
+    source: {paper: P, year: 2019}
+    claim: warmup ends lower
+    experiment: demo
+    predictions:
+      - {stat: "final:valid/loss", a: {variant: adam_warmup}, b: {variant: adam}, relation: "<"}
+  - id: solved_elsewhere
+    source: {paper: Q, year: 2024}
+    claim: gi solves
+    experiment: warmup_mechanisms
+    predictions:
+      - {stat: solved_fraction, a: {variant: adam_gi}, b: {variant: adam}, relation: ">"}
+"""
+    )
+    claims, _ = load_claims(path)
+    runs = runs_of("adam_warmup", [SOLVES] * 3) + runs_of("adam", [FAILS_] * 3)
+    write_claims(evaluate_claims(claims, aggregate(runs), SOLVED), tmp_path, SOLVED)
+    table = (tmp_path / "claims.md").read_text()
+    assert "| final_only |" in table and "`solved_elsewhere`" in table
+    assert "predictions over run groups. Effect" in table and "solved:" not in table
 
 
 def test_bootstrap_is_deterministic_and_covers_the_true_effect():
