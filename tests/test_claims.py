@@ -296,30 +296,37 @@ def test_missing_runs_and_single_seeds():
     assert verdict == INCONCLUSIVE and "one seed" in cell.note
 
 
-def test_claims_md_lists_claims_without_runs_in_one_line_and_the_csv_keeps_them(tmp_path):
-    """A study's claims.md judges the claims its runs bear on; one with no run here is named (with the experiment
-    that makes its runs) but gets no table row, while claims.csv keeps every comparison of every claim."""
+def write_two_claims(tmp_path: Path, measured: str) -> tuple[list, str]:
+    """claims.md of two claims, ``measured`` (its one prediction, adam_warmup against adam, has runs here) and
+    ``elsewhere`` (GI-Adam, made by another experiment: no runs here); returns the claims and the table."""
     path = tmp_path / "claims.yaml"
     path.write_text(
-        """claims:
+        f"""claims:
   - id: measured
-    source: {paper: P, year: 2019}
-    claim: warmup solves
+    source: {{paper: P, year: 2019}}
+    claim: warmup helps
     experiment: demo
     predictions:
-      - {stat: solved_fraction, a: {variant: adam_warmup}, b: {variant: adam}, relation: ">"}
+      - {measured}
   - id: elsewhere
-    source: {paper: Q, year: 2024}
+    source: {{paper: Q, year: 2024}}
     claim: gi solves
     experiment: warmup_mechanisms
     predictions:
-      - {stat: solved_fraction, a: {variant: adam_gi}, b: {variant: adam}, relation: ">"}
+      - {{stat: solved_fraction, a: {{variant: adam_gi}}, b: {{variant: adam}}, relation: ">"}}
 """
     )
     claims, _ = load_claims(path)
     runs = runs_of("adam_warmup", [SOLVES] * 3) + runs_of("adam", [FAILS_] * 3)
     write_claims(evaluate_claims(claims, aggregate(runs), SOLVED), tmp_path, SOLVED)
-    table = (tmp_path / "claims.md").read_text()
+    return claims, (tmp_path / "claims.md").read_text()
+
+
+def test_claims_md_lists_claims_without_runs_in_one_line_and_the_csv_keeps_them(tmp_path):
+    """A study's claims.md judges the claims its runs bear on; one with no run here is named (with the experiment
+    that makes its runs) but gets no table row, while claims.csv keeps every comparison of every claim."""
+    solved = '{stat: solved_fraction, a: {variant: adam_warmup}, b: {variant: adam}, relation: ">"}'
+    claims, table = write_two_claims(tmp_path, solved)
     assert "| measured |" in table and "| elsewhere |" not in table and NO_RUNS not in table.replace("No runs", "")
     assert "No runs here for: `elsewhere` (`warmup_mechanisms`)." in table
     assert f"predictions over run groups (solved: final `{SOLVED}`). Effect" in table
@@ -332,28 +339,9 @@ def test_claims_md_lists_claims_without_runs_in_one_line_and_the_csv_keeps_them(
 
 def test_claims_md_names_the_solved_criterion_only_where_a_shown_prediction_uses_it(tmp_path):
     """A study whose claims compare final values (BLEU, accuracy) says nothing of a solved criterion it never used."""
-    path = tmp_path / "claims.yaml"
-    path.write_text(
-        """claims:
-  - id: final_only
-    source: {paper: P, year: 2019}
-    claim: warmup ends lower
-    experiment: demo
-    predictions:
-      - {stat: "final:valid/loss", a: {variant: adam_warmup}, b: {variant: adam}, relation: "<"}
-  - id: solved_elsewhere
-    source: {paper: Q, year: 2024}
-    claim: gi solves
-    experiment: warmup_mechanisms
-    predictions:
-      - {stat: solved_fraction, a: {variant: adam_gi}, b: {variant: adam}, relation: ">"}
-"""
-    )
-    claims, _ = load_claims(path)
-    runs = runs_of("adam_warmup", [SOLVES] * 3) + runs_of("adam", [FAILS_] * 3)
-    write_claims(evaluate_claims(claims, aggregate(runs), SOLVED), tmp_path, SOLVED)
-    table = (tmp_path / "claims.md").read_text()
-    assert "| final_only |" in table and "`solved_elsewhere`" in table
+    final = '{stat: "final:valid/loss", a: {variant: adam_warmup}, b: {variant: adam}, relation: "<"}'
+    _, table = write_two_claims(tmp_path, final)
+    assert "| measured |" in table and "`elsewhere`" in table
     assert "predictions over run groups. Effect" in table and "solved:" not in table
 
 
