@@ -429,14 +429,13 @@ def write_claims(verdicts: list[Verdict], out: Path, solved: Solved | None) -> l
             )
     absent = [v.claim for v in verdicts if v.verdict == NO_RUNS]
     shown = [v for v in verdicts if v.verdict != NO_RUNS]
-    # the solved criterion is named only where a prediction shown uses it (a CIFAR or BLEU claim does not)
-    uses_solved = any(p.needs_solved for v in shown for p, _, _ in v.predictions)
+    criterion = ""  # named only where a prediction shown uses it (a CIFAR or BLEU claim does not)
+    if any(p.needs_solved for v in shown for p, _, _ in v.predictions):
+        criterion = f" (solved: final `{solved}`)" if solved else " (solved: no criterion given)"
     lines = [
         "# Claims",
         "",
-        "Each claim of `claims.yaml` as predictions over run groups"
-        + ((f" (solved: final `{solved}`)" if solved else " (solved: no criterion given)") if uses_solved else "")
-        + ". Effect = A − B with "
+        f"Each claim of `claims.yaml` as predictions over run groups{criterion}. Effect = A − B with "
         f"a 95 % percentile-bootstrap interval over seeds within each run group ({RESAMPLES} resamples, seed "
         f"{BOOTSTRAP_SEED}); seeds needed: per group, for 80 % power at the 5 % level (radam_repro/report/claims.py).",
         "",
