@@ -349,6 +349,31 @@ def test_paper_numbers_sit_beside_ours(tmp_path):
     assert rows[0]["paper"] == "91.51" and rows[0]["paper_source"] == "Table 1"
 
 
+def test_a_paper_number_open_on_our_lr_axis_is_compared_with_our_best_lr(tmp_path):
+    # Table 1 names no lr: of our SGD groups at four lrs the row is the best one, not four rows
+    for lr, acc, loss in [(0.003, 40.0, 1.6), (0.01, 52.0, 1.2), (0.03, 61.5, 1.3), (0.1, 60.0, 1.1)]:
+        final = {"test/acc": acc, "test/loss": loss}
+        write_run(tmp_path / f"sgd_{lr}", variant="sgd", lr=lr, final=final, best={"test/acc": acc})
+    paper = tmp_path / "paper.yaml"
+    paper.write_text(
+        "entries:\n"
+        "  - {source: Table 1, task: cifar10, variant: sgd, metric: test/acc, kind: best, value: 91.51}\n"
+        "  - {source: Table 9, task: cifar10, variant: sgd, metric: test/loss, kind: final, value: 0.3}\n"
+        "  - {source: Table 8, task: cifar10, variant: sgd, metric: train/err, kind: final, value: 0.7}\n"
+    )
+    out = report_main([str(tmp_path), "--out", str(tmp_path / "report"), "--no-figures", "--paper", str(paper)])
+    lines = (out / "report.md").read_text().splitlines()
+    table1 = [line for line in lines if line.startswith("| Table 1 | cifar10 | sgd")]
+    assert len(table1) == 1, table1
+    assert "sgd lr=0.03 [best of 4 groups over lr]" in table1[0] and "| 61.5 ± n/a |" in table1[0]
+    assert f"| {61.5 - 91.51:+.4g} |" in table1[0]
+    # a loss is better lower; a metric no group has is not called anyone's best
+    table9 = [line for line in lines if line.startswith("| Table 9 | cifar10 | sgd")]
+    assert len(table9) == 1 and "sgd lr=0.1 [best of 4 groups over lr] | final test/loss | 0.3 | 1.1 ± n/a" in table9[0]
+    table8 = [line for line in lines if line.startswith("| Table 8 | cifar10 | sgd")]
+    assert len(table8) == 1 and "[none of 4 groups over lr]" in table8[0] and table8[0].endswith("| — |"), table8
+
+
 def assert_real_png(path: Path) -> None:
     assert path.is_file(), path
     assert path.read_bytes()[:8] == PNG_SIGNATURE, path
