@@ -99,7 +99,10 @@ class Aggregate:
 
     def task_keys(self, task: str) -> list[str]:
         """Grouping keys that vary within one task (columns of its table)."""
-        groups = self.of_task(task)
+        return self.varying_keys(self.of_task(task))
+
+    def varying_keys(self, groups: list[Group]) -> list[str]:
+        """Grouping keys other than the task whose value differs between these groups, in the grouping order."""
         return [k for k in self.keys if k != "task.name" and len({hashable(g.key.get(k)) for g in groups}) > 1]
 
     def label(self, group: Group, omit: tuple[str, ...] = ()) -> str:

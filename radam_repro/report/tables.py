@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from radam_repro.report.aggregate import Aggregate, Group, Stat, format_value, hashable, short_key
+from radam_repro.report.aggregate import Aggregate, Group, Stat, format_value, short_key
 from radam_repro.report.runs import Run
 from radam_repro.run_folder import ENDED, STATUSES, Status, flatten, higher_is_better
 
@@ -236,8 +236,7 @@ def _paper_section(agg: Aggregate, paper: list[PaperEntry]) -> list[str]:
         name = agg.label(group)
         notes = [entry.describe()] if entry.describe() else []
         if len(row["of"]) > 1:
-            varying = [k for k in agg.keys if len({hashable(g.key.get(k)) for g in row["of"]}) > 1]
-            over = ", ".join(short_key(k) for k in varying)
+            over = ", ".join(short_key(k) for k in agg.varying_keys(row["of"]))
             notes.append(f"{'best of' if stat else 'none of'} {len(row['of'])} groups over {over}")
         if notes:
             name += f" [{'; '.join(notes)}]"
